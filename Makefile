@@ -1,0 +1,46 @@
+# model_rollout — every target sets itself up on a fresh machine.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+ARGS ?=
+
+.PHONY: setup test lint format bench demo demo-stop clean browser
+
+## setup: install uv if missing, then the locked environment (.venv)
+setup: .venv/.synced
+
+.venv/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+	@touch $@
+
+## browser: Debian's chromium for the UI tests (Playwright drives it; no browser download)
+browser:
+	@test -x /usr/bin/chromium || { (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+## test: the whole suite (gateway, judge, DAGs, end-to-end); fails when no test ran
+test: setup browser
+	.venv/bin/python -m pytest $(ARGS)
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: setup
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+## bench: the benchmarks; each writes its table into docs/
+bench: setup
+	.venv/bin/python bench/judge_simulation.py
+	.venv/bin/python bench/gateway_benchmark.py
+
+## demo: MLflow (SQLite) + gateway + airflow standalone, two rollouts, a summary
+demo: setup
+	.venv/bin/python -m model_rollout.demo $(ARGS)
+
+demo-stop: setup
+	.venv/bin/python -m model_rollout.demo --stop
+
+clean:
+	rm -rf .demo .pytest_cache

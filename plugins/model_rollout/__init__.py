@@ -1,0 +1,1 @@
+"""model_rollout: safe, statistically judged rollouts of MLflow model versions with Airflow."""

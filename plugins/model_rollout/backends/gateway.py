@@ -1,0 +1,114 @@
+"""The embedded model gateway as a traffic backend, over its admin HTTP API."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+
+from model_rollout.backends.base import Route, TrafficBackend, TrafficError
+
+_KEEP = object()
+
+
+class GatewayBackend(TrafficBackend):
+    """Talks to `model-gateway`'s `/admin` API with a bearer token.
+
+    Route writes are compare-and-set on the gateway's generation: a concurrent writer makes
+    us re-read and re-apply, and a route already in the wanted state is not written again,
+    so a retried task never applies a traffic change twice.
+    """
+
+    def __init__(self, url: str, token: str, *, timeout: float = 30.0, load_timeout: float = 300.0):
+        if not url:
+            raise TrafficError(
+                "no gateway URL: set the Airflow connection 'model_gateway_default' "
+                "or the env variable MODEL_GATEWAY_URL"
+            )
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.load_timeout = load_timeout
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def __repr__(self) -> str:  # never show the token
+        return f"GatewayBackend({self.url!r})"
+
+    def _request(self, method: str, path: str, *, ok=(200,), timeout: float | None = None, **kw):
+        try:
+            r = self.session.request(method, self.url + path, timeout=timeout or self.timeout, **kw)
+        except requests.RequestException as e:
+            raise TrafficError(f"gateway {self.url} unreachable for {method} {path}: {e}") from e
+        if r.status_code not in ok:
+            raise TrafficError(f"gateway {method} {path} answered {r.status_code}: {r.text[:500]}")
+        return r
+
+    def deploy(
+        self, model: str, version: str, *, uri: str | None = None, upstream: str | None = None
+    ) -> None:
+        body: dict[str, Any] = (
+            {"upstream": upstream} if upstream else {"uri": uri or f"models:/{model}/{version}"}
+        )
+        self._request(
+            "PUT", f"/admin/models/{model}/versions/{version}", json=body, timeout=self.load_timeout
+        )
+
+    def retire(self, model: str, version: str) -> None:
+        self._request("DELETE", f"/admin/models/{model}/versions/{version}", ok=(200, 404))
+
+    def route(self, model: str) -> Route:
+        r = self._request("GET", f"/admin/models/{model}/route", ok=(200, 404))
+        if r.status_code == 404:
+            return Route(generation=0)
+        d = r.json()
+        return Route(
+            generation=int(d.get("generation", 0)),
+            weights={str(k): int(v) for k, v in (d.get("weights") or {}).items()},
+            shadows=tuple(str(s) for s in d.get("shadows") or ()),
+            staging=d.get("staging"),
+        )
+
+    def set_traffic(self, model, weights, shadows=(), *, staging=_KEEP) -> Route:
+        weights = {str(k): int(v) for k, v in weights.items() if int(v) > 0}
+        for _attempt in range(10):
+            cur = self.route(model)
+            want_staging = cur.staging if staging is _KEEP else staging
+            if (
+                cur.same_traffic(weights, shadows)
+                and cur.staging == want_staging
+                and cur.generation
+            ):
+                return cur
+            body = {
+                "generation": cur.generation,
+                "weights": weights,
+                "shadows": [str(s) for s in shadows],
+                "staging": want_staging,
+            }
+            r = self._request("PUT", f"/admin/models/{model}/route", json=body, ok=(200, 409))
+            if r.status_code == 200:
+                return self.route(model)
+            time.sleep(0.05)
+        raise TrafficError(
+            f"route of {model!r} kept changing under us: 10 stale generations in a row"
+        )
+
+    def snapshot(self, model: str, since: float) -> dict[str, Any]:
+        return self._request("GET", f"/admin/models/{model}/stats", params={"since": since}).json()
+
+    def invoke_staging(self, model: str, payload: dict[str, Any]) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        r = self._request(
+            "POST",
+            f"/admin/models/{model}/staging/invocations",
+            json=payload,
+            ok=(200, 400, 422, 500, 502, 503),
+        )
+        ms = (time.perf_counter() - t0) * 1000
+        if r.status_code != 200:
+            raise TrafficError(
+                f"staging request for {model!r} answered {r.status_code}: {r.text[:500]}"
+            )
+        return r.json().get("predictions"), ms

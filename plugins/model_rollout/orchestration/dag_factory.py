@@ -1,0 +1,232 @@
+"""Builds the per-model rollout DAG from its policy, and the decommission DAG.
+
+The shape (grid view reads like the flow):
+    resolve → staging[deploy → offline_validation → integration_tests → gate]
+      gate → blocked → block_promotion                         (run ends failed)
+      gate → first_rollout ─────────────────────────────┐       (no champion yet)
+      gate → shadow[start → monitor → gate] → canary_5[...] → step_25[...] → ... → [approval] → cutover
+      every live gate → <stage>.degraded → rollback[start → restore_traffic → record → fail_run]
+      any gate/approval/cutover failure → rollback.failure_detected → rollback.start
+Gates use trigger rule `none_skipped`: they run when their stage succeeded *or failed*, and
+turn a failure into a decision with a reason; `none_skipped` keeps them quiet on paths a
+branch skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
+
+from model_rollout.orchestration import tasks
+from model_rollout.orchestration.monitor import RolloutMonitorSensor
+from model_rollout.policy import Policy, PolicyError, dag_id_for, load_policy, policy_files
+
+log = logging.getLogger(__name__)
+START = datetime(2026, 1, 1)
+
+
+def _py(task_id: str, fn, policy: Policy, *, branch: bool = False, **kwargs) -> PythonOperator:
+    op = BranchPythonOperator if branch else PythonOperator
+    extra = {
+        k: kwargs.pop(k)
+        for k in list(kwargs)
+        if k not in ("trigger_rule", "retries", "execution_timeout")
+    }
+    return op(task_id=task_id, python_callable=functools.partial(fn, policy, **extra), **kwargs)
+
+
+def _stage_name(step: int, first: bool) -> str:
+    return f"canary_{step}" if first else f"step_{step}"
+
+
+def _entry_task_id(group: str) -> str:
+    return f"{group}.start" if group == "shadow" else f"{group}.set_traffic"
+
+
+def build_rollout_dag(policy: Policy) -> DAG:
+    """One DAG per registered model: `model_rollout__<model>`, one active run at a time."""
+    timeout = timedelta(seconds=policy.task_timeout)
+    judge_config = policy.judge.model_dump(mode="json")
+    with DAG(
+        dag_id=policy.dag_id,
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["model_rollout", policy.model],
+        params={
+            "version": Param(
+                None,
+                type=["null", "string"],
+                title="Candidate version",
+                description=f"Version of registered model {policy.model!r} to roll out.",
+            )
+        },
+        default_args={
+            "retries": policy.task_retries,
+            "retry_delay": timedelta(seconds=policy.retry_delay),
+            "execution_timeout": timeout,
+        },
+        doc_md=f"Rollout of MLflow model **{policy.model}**: steps {policy.steps}, alpha "
+        f'{policy.judge.alpha}. Trigger with conf `{{"version": "<n>"}}`.',
+    ) as dag:
+        # Stage plan first, so each gate knows the task id it branches to.
+        plan: list[tuple[str, str, float]] = []  # (group, mode, window)
+        if policy.shadow.enabled:
+            plan.append(("shadow", "shadow", policy.shadow.duration))
+        for i, step in enumerate(policy.canary_steps):
+            plan.append((_stage_name(step, i == 0), f"canary:{step}", policy.window_for(step)))
+        final_id = "approval" if policy.approval.required else "cutover"
+        entry_ids = [_entry_task_id(g) for g, _, _ in plan] + [final_id]
+
+        resolve = _py(tasks.RESOLVE, tasks.resolve, policy)
+        with TaskGroup("staging"):
+            deploy = _py("deploy", tasks.deploy_staging, policy)
+            offline = _py("offline_validation", tasks.offline_validation, policy)
+            integration = _py("integration_tests", tasks.integration_tests, policy)
+            blocked = EmptyOperator(task_id="blocked")
+            first_rollout = EmptyOperator(task_id="first_rollout")
+            staging_gate = _py(
+                "gate",
+                tasks.staging_gate,
+                policy,
+                branch=True,
+                trigger_rule=TriggerRule.NONE_SKIPPED,
+                first_task=entry_ids[0],
+                first_rollout_task="staging.first_rollout",
+                blocked_task="staging.blocked",
+            )
+            resolve >> deploy >> offline >> integration >> staging_gate >> [blocked, first_rollout]
+        block = _py("block_promotion", tasks.block_promotion, policy, retries=2)
+        blocked >> block
+
+        gates, degraded_markers, previous_gate = [], [], staging_gate
+        for (group, mode, window), next_id in zip(plan, entry_ids[1:], strict=True):
+            with TaskGroup(group):
+                if mode == "shadow":
+                    start = _py("start", tasks.start_shadow, policy)
+                else:
+                    start = _py(
+                        "set_traffic", tasks.set_step_traffic, policy, step=int(mode.split(":")[1])
+                    )
+                monitor = RolloutMonitorSensor(
+                    task_id="monitor",
+                    model=policy.model,
+                    mode="shadow" if mode == "shadow" else "canary",
+                    window=window,
+                    poll_interval=policy.poll_interval,
+                    on_inconclusive=policy.on_inconclusive,
+                    extend_by=policy.extend_by,
+                    judge_config=judge_config,
+                    resolve_task_id=tasks.RESOLVE,
+                    traffic_task_id=start.task_id,
+                    retries=0,
+                    execution_timeout=None,
+                )
+                degraded = EmptyOperator(task_id="degraded")
+                gate = _py(
+                    "gate",
+                    tasks.monitor_gate,
+                    policy,
+                    branch=True,
+                    trigger_rule=TriggerRule.NONE_SKIPPED,
+                    stage=group,
+                    monitor_task=monitor.task_id,
+                    traffic_task=start.task_id,
+                    next_task=next_id,
+                    degraded_task=degraded.task_id,
+                )
+                start >> monitor >> gate >> degraded
+            previous_gate >> start
+            gates.append(gate)
+            degraded_markers.append(degraded)
+            previous_gate = gate
+
+        watched = []
+        if policy.approval.required:
+            from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+            approval = ApprovalOperator(
+                task_id="approval",
+                subject=f"Promote {policy.model} to 100%?",
+                body="Every stage was judged healthy. Approve to cut over; reject to roll back.",
+                fail_on_reject=True,
+                response_timeout=timedelta(seconds=policy.approval.timeout),
+                execution_timeout=None,
+                retries=0,
+            )
+            previous_gate >> approval
+            previous_gate = approval
+            watched.append(approval)
+        cut = _py(
+            "cutover", tasks.cutover, policy, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+        )
+        [previous_gate, first_rollout] >> cut
+
+        with TaskGroup("rollback"):
+            detected = EmptyOperator(
+                task_id="failure_detected", trigger_rule=TriggerRule.ONE_FAILED
+            )
+            rb_start = _py(
+                "start", tasks.rollback_reason, policy, trigger_rule=TriggerRule.ONE_SUCCESS
+            )
+            restore = _py("restore_traffic", tasks.restore_traffic, policy, retries=3)
+            record = _py(
+                "record",
+                tasks.record_rollback,
+                policy,
+                retries=3,
+                trigger_rule=TriggerRule.ALL_DONE,
+            )
+            fail = _py(
+                "fail_run", tasks.fail_run, policy, retries=0, trigger_rule=TriggerRule.ALL_DONE
+            )
+            [*gates, *watched, cut] >> detected
+            [*degraded_markers, detected] >> rb_start >> restore >> record >> fail
+    return dag
+
+
+def build_invalid_policy_dag(path: Path, error: str) -> DAG:
+    """A policy that does not validate still gets its DAG id, showing and failing with the error.
+
+    Why not an import error: all policies share one DAG file, and one typo must not take down
+    every other model's rollout DAG (and its running rollouts) with it.
+    """
+    model = re.sub(r"[^A-Za-z0-9_.\-]", "_", path.stem)
+
+    def _raise():
+        raise PolicyError(error)
+
+    with DAG(
+        dag_id=dag_id_for(model),
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        tags=["model_rollout", "invalid-policy"],
+        is_paused_upon_creation=True,
+        doc_md=f"**Invalid rollout policy** `{path}`:\n\n```\n{error}\n```",
+    ) as dag:
+        PythonOperator(task_id="policy_invalid", python_callable=_raise, retries=0)
+    return dag
+
+
+def build_all(folder: str | None = None) -> dict[str, DAG]:
+    """Every policy's DAG, by DAG id; invalid policies get a DAG that reports the error."""
+    dags: dict[str, DAG] = {}
+    for path in policy_files(folder):
+        try:
+            policy = load_policy(path)
+        except PolicyError as e:
+            log.error("%s", e)
+            dag = build_invalid_policy_dag(path, str(e))
+        else:
+            dag = build_rollout_dag(policy)
+        dags[dag.dag_id] = dag
+    return dags

@@ -1,0 +1,113 @@
+"""Airflow hooks for the two systems a rollout talks to, resolved from connections or env.
+
+Connections (the contract): `mlflow_default` (tracking URI) and `model_gateway_default`
+(gateway URL, admin token in the password field). Env fallbacks: `MLFLOW_TRACKING_URI`,
+`MODEL_GATEWAY_URL`, `MODEL_GATEWAY_TOKEN`. Secrets never appear in logs or reprs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from airflow.sdk import BaseHook
+
+MLFLOW_CONN_ID = "mlflow_default"
+GATEWAY_CONN_ID = "model_gateway_default"
+
+
+def _connection(conn_id: str):
+    """The Airflow connection, or None when it is not defined (env fallback then applies)."""
+    try:
+        return BaseHook.get_connection(conn_id)
+    except Exception:  # AirflowNotFoundException and friends: not configured
+        return None
+
+
+def _url_of(conn) -> str:
+    extra = conn.extra_dejson or {}
+    for key in ("tracking_uri", "url", "endpoint_url"):
+        if extra.get(key):
+            return str(extra[key]).rstrip("/")
+    scheme = conn.schema if conn.schema in ("http", "https") else "http"
+    if conn.conn_type in ("https",):
+        scheme = "https"
+    host = conn.host or ""
+    if "://" in host:
+        return host.rstrip("/")
+    port = f":{conn.port}" if conn.port else ""
+    return f"{scheme}://{host}{port}"
+
+
+@dataclass(frozen=True)
+class GatewayEndpoint:
+    """Where the gateway is and how to authenticate to its admin API."""
+
+    url: str
+    token: str
+
+    def __repr__(self) -> str:
+        return f"GatewayEndpoint(url={self.url!r}, token=***)"
+
+
+class MlflowRegistryHook(BaseHook):
+    """MLflow tracking/registry server from connection `mlflow_default`.
+
+    :param mlflow_conn_id: Airflow connection id holding the tracking URI (host/port, or
+        extra `tracking_uri`).
+    """
+
+    conn_name_attr = "mlflow_conn_id"
+    default_conn_name = MLFLOW_CONN_ID
+    conn_type = "http"
+    hook_name = "MLflow registry"
+
+    def __init__(self, mlflow_conn_id: str = MLFLOW_CONN_ID):
+        super().__init__()
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def tracking_uri(self) -> str:
+        conn = _connection(self.mlflow_conn_id)
+        if conn is not None and (conn.host or (conn.extra_dejson or {}).get("tracking_uri")):
+            return _url_of(conn)
+        return os.environ.get("MLFLOW_TRACKING_URI", "")
+
+    def get_conn(self):
+        """A `model_rollout.registry.Registry` bound to the tracking URI."""
+        from model_rollout.registry import Registry
+
+        return Registry(self.tracking_uri())
+
+
+class GatewayHook(BaseHook):
+    """The model gateway's admin API from connection `model_gateway_default`.
+
+    :param gateway_conn_id: Airflow connection id: host/port (or extra `url`) of the gateway,
+        admin token in the password field.
+    """
+
+    conn_name_attr = "gateway_conn_id"
+    default_conn_name = GATEWAY_CONN_ID
+    conn_type = "http"
+    hook_name = "Model gateway"
+
+    def __init__(self, gateway_conn_id: str = GATEWAY_CONN_ID):
+        super().__init__()
+        self.gateway_conn_id = gateway_conn_id
+
+    def endpoint(self) -> GatewayEndpoint:
+        conn = _connection(self.gateway_conn_id)
+        if conn is not None and (conn.host or (conn.extra_dejson or {}).get("url")):
+            return GatewayEndpoint(
+                _url_of(conn), conn.password or os.environ.get("MODEL_GATEWAY_TOKEN", "")
+            )
+        return GatewayEndpoint(
+            os.environ.get("MODEL_GATEWAY_URL", ""), os.environ.get("MODEL_GATEWAY_TOKEN", "")
+        )
+
+    def get_conn(self):
+        """A `GatewayBackend` (the traffic backend the DAG drives)."""
+        from model_rollout.backends.gateway import GatewayBackend
+
+        ep = self.endpoint()
+        return GatewayBackend(ep.url, ep.token)

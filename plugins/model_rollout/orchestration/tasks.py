@@ -1,0 +1,450 @@
+"""What each task of a rollout DAG does. Plain functions of (policy, context), no DAG wiring.
+
+Every function is idempotent: traffic changes go through the backend's compare-and-set and are
+skipped when the route already is as wanted; tags and aliases are set to absolute values. So
+a retried task, or a rollback of a candidate that never got traffic, ends in the same state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import time
+from typing import Any
+
+from model_rollout.orchestration.hooks import GatewayHook, MlflowRegistryHook
+from model_rollout.policy import Policy
+from model_rollout.registry import CHALLENGER, CHAMPION, STANDBY
+
+RESOLVE = "resolve"
+FAILURE_KEY = "failure"
+
+
+class RolloutFailed(Exception):
+    """Ends a run as failed with the reason (block or rollback)."""
+
+
+def _fail(reason: str):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(reason)
+
+
+def records_failure(fn):
+    """Push `{"task", "error"}` to XCom before re-raising, so gates and rollback can say why."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **context):
+        try:
+            return fn(*args, **context)
+        except BaseException as e:
+            ti = context.get("ti")
+            if ti is not None:
+                with contextlib.suppress(Exception):  # the original error matters more
+                    ti.xcom_push(
+                        FAILURE_KEY, {"task": ti.task_id, "error": f"{type(e).__name__}: {e}"}
+                    )
+            raise
+
+    return wrapper
+
+
+def _registry():
+    return MlflowRegistryHook().get_conn()
+
+
+def _backend():
+    return GatewayHook().get_conn()
+
+
+def _resolved(context) -> dict[str, Any]:
+    return context["ti"].xcom_pull(task_ids=RESOLVE) or {}
+
+
+def _now() -> float:
+    return time.time()
+
+
+# --- resolve -----------------------------------------------------------------------------
+@records_failure
+def resolve(policy: Policy, **context) -> dict[str, Any]:
+    """Candidate from the run's conf/params; incumbent is the champion alias."""
+    params = context.get("params") or {}
+    conf = (context["dag_run"].conf or {}) if context.get("dag_run") else {}
+    version = str(conf.get("version") or params.get("version") or "").strip()
+    if not version:
+        raise ValueError(
+            f'no candidate version: trigger {policy.dag_id} with conf {{"version": "<n>"}}'
+        )
+    reg = _registry()
+    cand = reg.version(policy.model, version)
+    if cand.status not in ("READY", "ModelVersionStatus.READY"):
+        raise ValueError(f"model {policy.model!r} version {version} is {cand.status}, not READY")
+    incumbent = reg.alias_version(policy.model, CHAMPION)
+    if incumbent == version:
+        raise ValueError(f"version {version} of {policy.model!r} is already the champion")
+    if incumbent is None and policy.first_rollout == "block":
+        raise ValueError(
+            f"{policy.model!r} has no champion and the policy says first_rollout: block; "
+            f"set the champion alias by hand for the first version"
+        )
+    reg.set_alias(policy.model, CHALLENGER, version)
+    reg.set_tags(
+        policy.model,
+        version,
+        {"state": "rolling_out", "stage": "resolve", "run_id": context["run_id"]},
+    )
+    return {"candidate": version, "incumbent": incumbent, "first_rollout": incumbent is None}
+
+
+# --- staging -----------------------------------------------------------------------------
+@records_failure
+def deploy_staging(policy: Policy, **context) -> dict[str, Any]:
+    """Load the candidate (and make sure the incumbent serves 100%), then put it in staging."""
+    r = _resolved(context)
+    backend = _backend()
+    inc = r.get("incumbent")
+    if inc:
+        backend.deploy(policy.model, inc)
+        route = backend.route(policy.model)
+        if not route.weights:  # a fresh gateway: adopt the champion as the whole route
+            backend.set_traffic(policy.model, {inc: 100}, [])
+    backend.deploy(policy.model, r["candidate"])
+    route = backend.route(policy.model)
+    # A first rollout has no live route yet: the staging slot is then the model's only entry.
+    backend.set_traffic(policy.model, route.weights, list(route.shadows), staging=r["candidate"])
+    _registry().set_tags(policy.model, r["candidate"], {"stage": "staging"})
+    return {"deployed": r["candidate"], "at": _now()}
+
+
+@records_failure
+def offline_validation(policy: Policy, **context) -> dict[str, Any]:
+    """Holdout metric of candidate vs incumbent within the policy's tolerance."""
+    from model_rollout.orchestration.validation import ValidationFailed, offline_evaluation
+
+    r = _resolved(context)
+    if policy.holdout is None:
+        return {"passed": True, "skipped": "no holdout in the policy"}
+    try:
+        res = offline_evaluation(
+            policy.holdout,
+            f"models:/{policy.model}/{r['candidate']}",
+            f"models:/{policy.model}/{r['incumbent']}" if r.get("incumbent") else None,
+        )
+    except ValidationFailed as e:
+        return {"passed": False, "reason": str(e)}
+    return {"passed": True, **res}
+
+
+@records_failure
+def integration_tests(policy: Policy, **context) -> dict[str, Any]:
+    """Signature compatibility, sample requests through staging (ok, deterministic), p99 budget."""
+    from model_rollout.backends import TrafficError
+    from model_rollout.orchestration.validation import (
+        ValidationFailed,
+        p99,
+        sample_payloads,
+        signature_compatible,
+    )
+
+    r = _resolved(context)
+    reg = _registry()
+    checks: dict[str, Any] = {}
+    if policy.staging.require_signature_compatible and r.get("incumbent"):
+        ok, why = signature_compatible(
+            reg.input_schema(policy.model, r["incumbent"]),
+            reg.input_schema(policy.model, r["candidate"]),
+        )
+        checks["signature"] = why
+        if not ok:
+            return {"passed": False, "reason": f"incompatible signature: {why}", **checks}
+    try:
+        payloads = sample_payloads(policy.holdout, policy.staging.sample_requests)
+    except ValidationFailed as e:
+        return {"passed": False, "reason": str(e), **checks}
+    backend = _backend()
+    latencies = []
+    for i, payload in enumerate(payloads):
+        try:
+            first, ms = backend.invoke_staging(policy.model, payload)
+            latencies.append(ms)
+            if i < 5:
+                again, _ = backend.invoke_staging(policy.model, payload)
+                if json.dumps(first, sort_keys=True) != json.dumps(again, sort_keys=True):
+                    return {
+                        "passed": False,
+                        "reason": f"non-deterministic answer to sample {i}: {first} then {again}",
+                    }
+        except TrafficError as e:
+            return {
+                "passed": False,
+                "reason": f"sample request {i} failed on staging: {e}",
+                **checks,
+            }
+    budget = policy.staging.latency_budget_p99_ms
+    measured = p99(latencies)
+    checks.update({"sample_requests": len(payloads), "p99_ms": measured, "p99_budget_ms": budget})
+    if measured > budget:
+        return {
+            "passed": False,
+            "reason": f"staging p99 {measured:.1f} ms over the budget {budget} ms",
+            **checks,
+        }
+    return {"passed": True, **checks}
+
+
+def staging_gate(
+    policy: Policy, *, first_task: str, first_rollout_task: str, blocked_task: str, **context
+) -> str:
+    """Branch: into the live stages, straight to cutover on a first rollout, or block."""
+    ti = context["ti"]
+    reasons = []
+    for tid in ("staging.deploy", "staging.offline_validation", "staging.integration_tests"):
+        res = ti.xcom_pull(task_ids=tid)
+        if res is None:
+            reasons.append(_failure_of(ti, [RESOLVE, tid]) or f"{tid} did not finish")
+            break
+        if isinstance(res, dict) and res.get("passed") is False:
+            reasons.append(f"{tid.split('.')[-1]}: {res.get('reason')}")
+            break
+    if reasons:
+        ti.xcom_push("decision", {"stage": "staging", "outcome": "blocked", "reason": reasons[0]})
+        return blocked_task
+    ti.xcom_push("decision", {"stage": "staging", "outcome": "passed"})
+    return first_rollout_task if _resolved(context).get("first_rollout") else first_task
+
+
+def _failure_of(ti, task_ids: list[str]) -> str | None:
+    for tid in task_ids:
+        f = ti.xcom_pull(task_ids=tid, key=FAILURE_KEY)
+        if f:
+            return f"{f['task']} failed: {f['error']}"
+    return None
+
+
+def block_promotion(policy: Policy, **context) -> None:
+    """Tag the candidate blocked with the reason, take it out of staging, fail the run."""
+    ti = context["ti"]
+    decision = ti.xcom_pull(task_ids="staging.gate", key="decision") or {}
+    reason = decision.get("reason") or "staging checks failed"
+    r = _resolved(context)
+    cand = r.get("candidate")
+    if cand:
+        try:
+            backend = _backend()
+            route = backend.route(policy.model)
+            if route.staging == cand:
+                backend.set_traffic(policy.model, route.weights, list(route.shadows), staging=None)
+            if cand not in route.weights:
+                backend.retire(policy.model, cand)
+        finally:
+            reg = _registry()
+            reg.set_tags(
+                policy.model, cand, {"state": "blocked", "stage": "staging", "reason": reason}
+            )
+            reg.clear_alias(policy.model, CHALLENGER, only_if_version=cand)
+    _fail(f"promotion of {policy.model} v{cand or '?'} blocked: {reason}")
+
+
+# --- live stages -------------------------------------------------------------------------
+@records_failure
+def start_shadow(policy: Policy, **context) -> dict[str, Any]:
+    """Incumbent keeps 100%; the candidate gets a mirrored copy of every request."""
+    r = _resolved(context)
+    backend = _backend()
+    route = backend.set_traffic(policy.model, {r["incumbent"]: 100}, [r["candidate"]], staging=None)
+    _registry().set_tags(policy.model, r["candidate"], {"stage": "shadow"})
+    return {
+        "applied_at": _now(),
+        "generation": route.generation,
+        "weights": route.weights,
+        "shadows": list(route.shadows),
+    }
+
+
+@records_failure
+def set_step_traffic(policy: Policy, step: int, **context) -> dict[str, Any]:
+    """Candidate at `step`%, incumbent at the rest; no shadow."""
+    r = _resolved(context)
+    backend = _backend()
+    weights = {r["candidate"]: step, r["incumbent"]: 100 - step}
+    route = backend.set_traffic(policy.model, weights, [], staging=None)
+    _registry().set_tags(
+        policy.model, r["candidate"], {"stage": f"step_{step}", "traffic_percent": str(step)}
+    )
+    return {"applied_at": _now(), "generation": route.generation, "weights": route.weights}
+
+
+def monitor_gate(
+    policy: Policy,
+    *,
+    stage: str,
+    monitor_task: str,
+    traffic_task: str,
+    next_task: str,
+    degraded_task: str,
+    **context,
+) -> str:
+    """Branch on the monitor's outcome; a failed or timed-out monitor counts as degraded."""
+    ti = context["ti"]
+    event = ti.xcom_pull(task_ids=monitor_task)
+    if not event:
+        why = _failure_of(ti, [traffic_task]) or f"{monitor_task} failed or timed out"
+        decision = {"stage": stage, "outcome": "failed", "reason": why}
+    else:
+        verdict = event.get("verdict") or {}
+        outcome = event.get("outcome")
+        reason = verdict.get("reason") or outcome
+        decision = {"stage": stage, "outcome": outcome, "reason": reason, "verdict": verdict}
+        if outcome == "healthy" or (
+            outcome == "inconclusive" and policy.on_inconclusive == "pause"
+        ):
+            ti.xcom_push("decision", decision)
+            return next_task
+    ti.xcom_push("decision", decision)
+    return degraded_task
+
+
+@records_failure
+def cutover(policy: Policy, **context) -> dict[str, Any]:
+    """100% to the candidate; champion -> candidate, standby -> previous; evidence recorded."""
+    r = _resolved(context)
+    cand, inc = r["candidate"], r.get("incumbent")
+    backend = _backend()
+    if r.get("first_rollout"):
+        backend.deploy(policy.model, cand)
+    route = backend.set_traffic(policy.model, {cand: 100}, [], staging=None)
+    reg = _registry()
+    now = _now()
+    decisions = _decisions(context)
+    evidence = {
+        "model": policy.model,
+        "candidate": cand,
+        "incumbent": inc,
+        "decisions": decisions,
+        "route": route.to_json(),
+        "at": now,
+    }
+    run_id = reg.record_evidence(policy.model, cand, "cutover", evidence)
+    reg.set_alias(policy.model, CHAMPION, cand)
+    if inc:
+        reg.set_alias(policy.model, STANDBY, inc)
+        reg.set_tags(
+            policy.model,
+            inc,
+            {
+                "state": "standby",
+                "stage": "standby",
+                "standby_since": str(now),
+                "replaced_by": cand,
+            },
+        )
+    reg.clear_alias(policy.model, CHALLENGER, only_if_version=cand)
+    reg.set_tags(
+        policy.model,
+        cand,
+        {
+            "state": "promoted",
+            "stage": "champion",
+            "promoted_at": str(now),
+            "evidence_run_id": run_id,
+            "summary": "; ".join(f"{d['stage']}: {d.get('outcome')}" for d in decisions),
+        },
+    )
+    return {
+        "generation": route.generation,
+        "champion": cand,
+        "standby": inc,
+        "evidence_run_id": run_id,
+    }
+
+
+def _decisions(context) -> list[dict[str, Any]]:
+    """Every gate's decision so far, in DAG order (task ids carry the stage)."""
+    ti = context["ti"]
+    task = context["task"]
+    gates = [t for t in task.dag.task_ids if t.endswith(".gate")]
+    out = []
+    for gid in gates:
+        d = ti.xcom_pull(task_ids=gid, key="decision")
+        if d:
+            out.append(d)
+    return out
+
+
+# --- rollback ----------------------------------------------------------------------------
+def rollback_reason(policy: Policy, **context) -> dict[str, Any]:
+    """Why we roll back: the first degraded gate, or the first task that failed."""
+    ti = context["ti"]
+    for d in _decisions(context):
+        if d.get("outcome") not in ("healthy", "passed"):
+            return {"reason": f"{d['stage']}: {d.get('reason')}", "decision": d}
+    ids = [t for t in context["task"].dag.task_ids if not t.startswith("rollback.")]
+    why = _failure_of(ti, ids)
+    return {"reason": why or "a rollout task failed (see the run's task logs)", "decision": None}
+
+
+def restore_traffic(policy: Policy, **context) -> dict[str, Any]:
+    """100% back to the incumbent, candidate out of weights, shadows and staging."""
+    r = _resolved(context)
+    cand, inc = r.get("candidate"), r.get("incumbent")
+    backend = _backend()
+    if inc:
+        route = backend.set_traffic(policy.model, {inc: 100}, [], staging=None)
+    else:
+        route = backend.route(policy.model)
+        if route.staging == cand or cand in route.shadows:
+            route = backend.set_traffic(
+                policy.model, route.weights, [s for s in route.shadows if s != cand], staging=None
+            )
+    if cand and cand not in route.weights:
+        backend.retire(policy.model, cand)
+    return {"restored_at": _now(), "route": route.to_json()}
+
+
+def record_rollback(policy: Policy, **context) -> dict[str, Any]:
+    """Tag the candidate rolled back with reason and evidence; clear challenger."""
+    ti = context["ti"]
+    r = _resolved(context)
+    cand = r.get("candidate")
+    why = ti.xcom_pull(task_ids="rollback.start") or {}
+    reason = why.get("reason", "unknown")
+    if not cand:
+        return {"reason": reason, "tagged": False}
+    reg = _registry()
+    evidence = {
+        "model": policy.model,
+        "candidate": cand,
+        "incumbent": r.get("incumbent"),
+        "reason": reason,
+        "decisions": _decisions(context),
+        "at": _now(),
+    }
+    run_id = reg.record_evidence(policy.model, cand, "rollback", evidence)
+    verdict = (why.get("decision") or {}).get("verdict") or {}
+    reg.set_tags(
+        policy.model,
+        cand,
+        {
+            "state": "rolled_back",
+            "reason": reason,
+            "evidence_run_id": run_id,
+            "rolled_back_at": str(_now()),
+            "verdict": json.dumps(_verdict_summary(verdict)),
+        },
+    )
+    reg.clear_alias(policy.model, CHALLENGER, only_if_version=cand)
+    return {"reason": reason, "evidence_run_id": run_id}
+
+
+def _verdict_summary(verdict: dict[str, Any]) -> dict[str, Any]:
+    metrics = verdict.get("metrics") or {}
+    items = metrics.items() if isinstance(metrics, dict) else ((m.get("name"), m) for m in metrics)
+    return {"status": verdict.get("status"), **{str(k): (v or {}).get("status") for k, v in items}}
+
+
+def fail_run(policy: Policy, **context) -> None:
+    """Leave the run failed (red in the UI) with the rollback's reason."""
+    why = context["ti"].xcom_pull(task_ids="rollback.start") or {}
+    _fail(f"rolled back {policy.model}: {why.get('reason', 'unknown reason')}")

@@ -1,0 +1,271 @@
+"""Per-model rollout policy: one YAML file per registered model, validated with clear errors.
+
+Why pydantic: every field is checked at DAG-parse time, so a typo in a policy breaks that one
+DAG's import with a message naming the file, the field and what was expected, instead of a
+rollout failing half way through.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from model_rollout.judge.config import JudgeConfig
+
+POLICIES_ENV = "MODEL_ROLLOUT_POLICIES"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as "90", "30s", "10m", "1.5h", "2d"."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30, '30s', '10m' or '1h', got a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as 30, '30s', '10m' or '1h', got {value!r}")
+    if seconds < 0:
+        raise ValueError(f"expected a duration >= 0, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Trigger(_Strict):
+    """Which registry event starts a rollout of a version."""
+
+    event: Literal["alias", "version_created", "tag", "stage"] = Field(
+        "alias",
+        description="alias: an alias (default 'challenger') set on a version; version_created: "
+        "any new version; tag: a version tag set to a value; stage: legacy stage transition.",
+    )
+    alias: str = Field("challenger", description="Alias that starts a rollout (event=alias).")
+    tag_key: str = Field("rollout.request", description="Tag key (event=tag).")
+    tag_value: str = Field("true", description="Tag value (event=tag).")
+    stage: str = Field("Staging", description="Legacy stage (event=stage; polled, no webhook).")
+
+
+class Holdout(_Strict):
+    """Offline validation: candidate and incumbent scored on the same labelled dataset."""
+
+    path: str = Field(
+        ...,
+        description="CSV or Parquet file (relative to the project's include/ folder, or absolute), "
+        "or an MLflow artifact URI (runs:/<run_id>/<path>).",
+    )
+    target: str = Field(..., description="Column holding the true label / value.")
+    metric: Literal["accuracy", "f1_macro", "rmse", "mae"] = "accuracy"
+    tolerance: float = Field(
+        0.01,
+        ge=0,
+        description="How much worse than the incumbent the candidate may score (absolute).",
+    )
+    min_score: float | None = Field(
+        None, description="Floor for the candidate's score (first rollout: the only check)."
+    )
+
+
+class Staging(_Strict):
+    """Integration tests through the gateway's staging slot."""
+
+    sample_requests: int = Field(50, ge=1, le=10_000, description="Requests sent to staging.")
+    latency_budget_p99_ms: float = Field(
+        250.0, gt=0, description="p99 latency the candidate must stay within on staging."
+    )
+    require_signature_compatible: bool = Field(
+        True, description="Candidate input signature must accept what the incumbent accepts."
+    )
+
+
+class Shadow(_Strict):
+    """Mirror live traffic to the candidate and compare paired predictions before any user sees it."""
+
+    enabled: bool = True
+    duration: Duration = Field(600.0, description="How long the shadow phase lasts.")
+
+
+class Approval(_Strict):
+    """Optional human approval (Airflow human-in-the-loop) before the cutover."""
+
+    required: bool = False
+    timeout: Duration = Field(86400.0, gt=0, description="How long to wait for a human.")
+
+
+class Policy(_Strict):
+    """Everything a rollout of one registered model needs to know, in one file."""
+
+    model: str = Field(..., description="Registered model name in MLflow.")
+    trigger: Trigger = Field(default_factory=Trigger)
+    steps: list[int] = Field(
+        default_factory=lambda: [5, 25, 50, 100],
+        description="Candidate traffic percentages; strictly increasing, the last one 100.",
+    )
+    step_duration: Duration = Field(900.0, description="Monitor window of each step.")
+    step_durations: dict[int, Duration] = Field(
+        default_factory=dict, description="Per-step window override, keyed by percentage."
+    )
+    poll_interval: Duration = Field(
+        10.0, gt=0, description="How often the monitor asks the judge during a window."
+    )
+    on_inconclusive: Literal["extend", "pause", "rollback"] = Field(
+        "extend",
+        description="What a window ending without a decision does: extend it once, pause "
+        "for human approval, or roll back.",
+    )
+    extend_by: Duration = Field(0.0, description="Extension length; 0 means one more window.")
+    shadow: Shadow = Field(default_factory=Shadow)
+    staging: Staging = Field(default_factory=Staging)
+    holdout: Holdout | None = None
+    approval: Approval = Field(default_factory=Approval)
+    stability_window: Duration = Field(
+        86400.0, description="How long the previous champion stays in standby."
+    )
+    first_rollout: Literal["smoke_then_promote", "block"] = Field(
+        "smoke_then_promote",
+        description="No champion yet (nothing to compare against): promote after the staging "
+        "checks alone, or refuse and leave the first champion to a human.",
+    )
+    task_retries: int = Field(1, ge=0, le=10, description="Retries of each acting task.")
+    retry_delay: Duration = Field(10.0, description="Wait between retries.")
+    task_timeout: Duration = Field(
+        3600.0, gt=0, description="Execution timeout of each non-waiting task."
+    )
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, v: str) -> str:
+        if not _MODEL_NAME.match(v):
+            raise ValueError(
+                "expected a registered model name of letters, digits, '_', '-', '.', got " + repr(v)
+            )
+        return v
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("expected at least one step, e.g. [5, 25, 50, 100]")
+        if any(not 0 < s <= 100 for s in v):
+            raise ValueError(f"expected percentages in 1..100, got {v}")
+        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError(f"expected strictly increasing steps, got {v}")
+        if v[-1] != 100:
+            raise ValueError(f"expected the last step to be 100 (the cutover), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _overrides_name_steps(self) -> Policy:
+        unknown = sorted(set(self.step_durations) - set(self.steps))
+        if unknown:
+            raise ValueError(
+                f"step_durations names steps {unknown} that are not in steps {self.steps}"
+            )
+        return self
+
+    @property
+    def dag_id(self) -> str:
+        return dag_id_for(self.model)
+
+    def window_for(self, step: int) -> float:
+        """Monitor window (s) of a traffic step."""
+        return self.step_durations.get(step, self.step_duration)
+
+    @property
+    def canary_steps(self) -> list[int]:
+        """Steps that are judged against the incumbent (all but the final 100%)."""
+        return [s for s in self.steps if s < 100]
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names the file, field and expectation."""
+
+
+def dag_id_for(model: str) -> str:
+    """The contract: one DAG per registered model."""
+    return f"model_rollout__{model}"
+
+
+def policies_dir() -> Path:
+    """`MODEL_ROLLOUT_POLICIES`, else `include/policies` beside the `plugins/` folder."""
+    env = os.environ.get(POLICIES_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "include" / "policies"
+
+
+def include_dir() -> Path:
+    """The project's include/ folder (relative holdout paths are resolved against it)."""
+    return Path(__file__).resolve().parents[2] / "include"
+
+
+def _describe(err: ValidationError, path: Path) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        got_s = "" if e["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"{path}: field '{loc}': {msg}{got_s}")
+    return "invalid rollout policy\n" + "\n".join(lines)
+
+
+def load_policy(path: str | os.PathLike[str]) -> Policy:
+    """Read and validate one policy file; the model defaults to the file's stem."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise PolicyError(f"{p}: not valid YAML: {e}") from e
+    except OSError as e:
+        raise PolicyError(f"{p}: cannot read the policy file: {e}") from e
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{p}: expected a mapping of policy fields, got {type(raw).__name__}")
+    raw.setdefault("model", p.stem)
+    if raw["model"] != p.stem:
+        raise PolicyError(
+            f"{p}: field 'model': expected the file name's stem {p.stem!r}, got {raw['model']!r}"
+        )
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as e:
+        raise PolicyError(_describe(e, p)) from None
+
+
+def policy_files(folder: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Every `*.yaml` / `*.yml` policy in the folder, sorted."""
+    d = Path(folder) if folder else policies_dir()
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def load_policy_for(model: str, folder: str | os.PathLike[str] | None = None) -> Policy:
+    """The policy of one registered model, or a PolicyError saying where it was looked for."""
+    d = Path(folder) if folder else policies_dir()
+    for suffix in (".yaml", ".yml"):
+        if (d / f"{model}{suffix}").is_file():
+            return load_policy(d / f"{model}{suffix}")
+    raise PolicyError(f"no rollout policy for model {model!r}: expected {d / (model + '.yaml')}")

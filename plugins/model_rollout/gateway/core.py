@@ -1,0 +1,641 @@
+"""The gateway's state and behaviour, independent of HTTP: versions, routes, invocation,
+shadows, feedback, snapshots, readiness, and keeping in step with other replicas.
+
+Everything here runs on the event loop; blocking work (model loads and predictions, store
+I/O) goes to threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from model_rollout.gateway.config import Settings
+from model_rollout.gateway.models import LoadedVersion, PyfuncVersion, Result, UpstreamVersion
+from model_rollout.gateway.routing import Route, RouteError
+from model_rollout.gateway.scoring import ScoringError, error_body, parse_request, prediction_rows
+from model_rollout.gateway.shadow import ShadowCopy, ShadowMirror, pair_rows
+from model_rollout.gateway.stats import Recorder, snapshot, version_sort_key
+from model_rollout.gateway.store import StaleGeneration, Store
+
+log = logging.getLogger("model_rollout.gateway")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,199}$")
+RECENT_REQUESTS = 200_000
+
+
+class GatewayError(Exception):
+    """An admin or data-plane call that cannot be honoured; carries the HTTP status."""
+
+    def __init__(self, status: int, message: str, code: str = "BAD_REQUEST", **extra: Any):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.extra = extra
+
+    def body(self) -> dict:
+        return {"error_code": self.code, "message": self.message, **self.extra}
+
+
+@dataclass(slots=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+def check_name(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise GatewayError(
+            422,
+            f"{kind} {value!r} is not valid: use letters, digits, '.', '_' or '-' (max 200)",
+            "INVALID_PARAMETER_VALUE",
+        )
+    return value
+
+
+class Gateway:
+    """All gateway state. `start()` restores persisted versions and routes; `stop()` flushes."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.recorder = Recorder()
+        self.store = Store(settings, self.recorder)
+        self.versions: dict[tuple[str, str], LoadedVersion] = {}
+        self.routes: dict[str, Route] = {}
+        self._pending: dict[str, Route] = {}  # newer routes from other replicas, awaiting loads
+        self._loads: dict[tuple[str, str], asyncio.Task] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._recent: collections.OrderedDict[str, list] = collections.OrderedDict()
+        self._tasks: list[asyncio.Task] = []
+        self._last_retry: dict[tuple[str, str], float] = {}
+        self.restored = False
+        self.started_at = time.time()
+        self.mirror = ShadowMirror(
+            queue_size=settings.shadow_queue_size,
+            batch_wait=settings.shadow_batch_wait,
+            max_batch_rows=settings.max_batch_rows,
+            timeout=settings.predict_timeout,
+            get_version=lambda m, v: self.versions.get((m, v)),
+            on_result=self._shadow_result,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.settings.mlflow_tracking_uri:
+            import os
+
+            # set before any (lazy) mlflow import in the loader threads
+            os.environ["MLFLOW_TRACKING_URI"] = self.settings.mlflow_tracking_uri
+        await asyncio.to_thread(self.store.open)
+        versions = await asyncio.to_thread(self.store.load_versions)
+        routes = await asyncio.to_thread(self.store.load_routes)
+        for model, version, source, kind in versions:
+            self._start_load(model, version, source, kind)
+        for model, r in routes.items():
+            try:
+                self.routes[model] = Route.build(
+                    model, r["generation"], r["weights"], r["shadows"], r["staging"]
+                )
+            except RouteError as exc:
+                log.error("persisted route of %s is invalid, ignored: %s", model, exc)
+        self.restored = True
+        self._tasks.append(asyncio.get_running_loop().create_task(self._reconcile_loop()))
+        log.info(
+            "gateway started: store=%s, %d versions and %d routes restored",
+            self.store.kind,
+            len(versions),
+            len(self.routes),
+        )
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.mirror.close()
+        for t in list(self._loads.values()):
+            t.cancel()
+        for lv in list(self.versions.values()):
+            await lv.close()
+        await asyncio.to_thread(self.store.close)
+
+    def _lock(self, model: str) -> asyncio.Lock:
+        lock = self._locks.get(model)
+        if lock is None:
+            lock = self._locks[model] = asyncio.Lock()
+        return lock
+
+    # -- versions -----------------------------------------------------------------------------
+    def _make(self, model: str, version: str, source: str, kind: str) -> LoadedVersion:
+        s = self.settings
+        if kind == "upstream":
+            return UpstreamVersion(model, version, source, timeout=s.upstream_timeout)
+        return PyfuncVersion(
+            model,
+            version,
+            source,
+            max_batch_rows=s.max_batch_rows,
+            max_pending_rows=s.max_pending_rows,
+        )
+
+    def _start_load(self, model: str, version: str, source: str, kind: str) -> asyncio.Task:
+        key = (model, version)
+        task = self._loads.get(key)
+        if task is not None and not task.done():
+            return task
+        lv = self._make(model, version, source, kind)
+        old = self.versions.get(key)
+        self.versions[key] = lv
+        self._last_retry[key] = time.monotonic()
+
+        async def run() -> LoadedVersion:
+            await lv.load()
+            if old is not None and old is not lv:
+                await old.close()
+            return lv
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._loads[key] = task
+        task.add_done_callback(
+            lambda _t: self._loads.pop(key, None) if self._loads.get(key) is _t else None
+        )
+        return task
+
+    async def load_version(self, model: str, version: str, spec: dict | None) -> LoadedVersion:
+        """Load (or reload) a version; GatewayError(422) with the load error when it fails."""
+        check_name("model name", model)
+        check_name("version", version)
+        spec = spec or {}
+        if not isinstance(spec, dict):
+            raise GatewayError(
+                422, "body must be an object with 'uri' or 'upstream'", "INVALID_PARAMETER_VALUE"
+            )
+        unknown = set(spec) - {"uri", "upstream"}
+        if unknown or ("uri" in spec and "upstream" in spec):
+            raise GatewayError(
+                422,
+                f"body must have either 'uri' (MLflow model URI) or 'upstream' (URL); got fields {sorted(spec)}",
+                "INVALID_PARAMETER_VALUE",
+            )
+        if "upstream" in spec:
+            url = spec["upstream"]
+            if not isinstance(url, str) or not re.match(r"^https?://", url):
+                raise GatewayError(
+                    422,
+                    f"'upstream' must be an http(s) URL; got {url!r}",
+                    "INVALID_PARAMETER_VALUE",
+                )
+            source, kind = url, "upstream"
+        else:
+            uri = spec.get("uri", f"models:/{model}/{version}")
+            if not isinstance(uri, str) or not uri:
+                raise GatewayError(
+                    422, f"'uri' must be a model URI string; got {uri!r}", "INVALID_PARAMETER_VALUE"
+                )
+            source, kind = uri, "pyfunc"
+        key = (model, version)
+        async with self._lock(model):
+            cur = self.versions.get(key)
+            running = self._loads.get(key)
+            same = cur is not None and cur.source == source and cur.kind == kind
+            if same and cur.status == "loaded":
+                return cur
+            if running is not None and not same:
+                raise GatewayError(
+                    409,
+                    f"version {version} of {model!r} is being loaded from {cur.source if cur else '?'}; "
+                    "try again when that load has finished",
+                    "RESOURCE_CONFLICT",
+                )
+            if cur is not None and not same and self._is_referenced(model, version):
+                raise GatewayError(
+                    409,
+                    f"version {version} of {model!r} is routed with source {cur.source}; "
+                    "take it out of the route before loading a different source",
+                    "RESOURCE_CONFLICT",
+                )
+            task = (
+                running if running is not None else self._start_load(model, version, source, kind)
+            )
+        # the lock is not held while loading: route changes (a rollback) must never wait for it
+        lv = await asyncio.shield(task)
+        self._check_loaded(lv)
+        if self.versions.get(key) is lv:
+            await asyncio.to_thread(self.store.put_version, model, version, source, kind)
+        return lv
+
+    @staticmethod
+    def _check_loaded(lv: LoadedVersion) -> LoadedVersion:
+        if lv.status != "loaded":
+            raise GatewayError(
+                422,
+                f"version {lv.version} of {lv.model!r} failed to load from {lv.source}: {lv.error}",
+                "INVALID_PARAMETER_VALUE",
+                version=lv.describe(),
+            )
+        return lv
+
+    def _is_referenced(self, model: str, version: str) -> bool:
+        for r in (self.routes.get(model), self._pending.get(model)):
+            if r is not None and version in r.referenced():
+                return True
+        return False
+
+    async def unload_version(self, model: str, version: str) -> None:
+        async with self._lock(model):
+            key = (model, version)
+            lv = self.versions.get(key)
+            if lv is None:
+                raise GatewayError(
+                    404, f"version {version} of {model!r} is not loaded", "RESOURCE_DOES_NOT_EXIST"
+                )
+            if self._is_referenced(model, version):
+                raise GatewayError(
+                    409,
+                    f"version {version} of {model!r} is routed (weight, shadow or staging); "
+                    "change the route first",
+                    "RESOURCE_CONFLICT",
+                    route=self.routes[model].to_dict() if model in self.routes else None,
+                )
+            del self.versions[key]
+            task = self._loads.pop(key, None)
+            if task:
+                task.cancel()
+            await asyncio.to_thread(self.store.delete_version, model, version)
+        await lv.close()
+
+    # -- routes -------------------------------------------------------------------------------
+    def route_of(self, model: str) -> dict:
+        r = self.routes.get(model)
+        if r is None:
+            if not self._known(model):
+                raise GatewayError(404, f"unknown model {model!r}", "RESOURCE_DOES_NOT_EXIST")
+            return Route(model).to_dict()
+        return r.to_dict()
+
+    def _known(self, model: str) -> bool:
+        return model in self.routes or any(m == model for m, _ in self.versions)
+
+    async def set_route(self, model: str, body: Any) -> dict:
+        """Compare-and-set a model's route; 409 on a stale generation, 422 on a bad route."""
+        check_name("model name", model)
+        if not isinstance(body, dict):
+            raise GatewayError(
+                422,
+                "body must be an object with generation, weights, shadows, staging",
+                "INVALID_PARAMETER_VALUE",
+            )
+        unknown = set(body) - {"generation", "weights", "shadows", "staging"}
+        if unknown:
+            raise GatewayError(
+                422, f"unknown route fields {sorted(unknown)}", "INVALID_PARAMETER_VALUE"
+            )
+        gen = body.get("generation")
+        if isinstance(gen, bool) or not isinstance(gen, int) or gen < 0:
+            raise GatewayError(
+                422,
+                f"'generation' must be the current generation (an integer >= 0); got {gen!r}",
+                "INVALID_PARAMETER_VALUE",
+            )
+        if "weights" not in body:
+            raise GatewayError(
+                422,
+                "'weights' is required (version -> percent, summing to 100)",
+                "INVALID_PARAMETER_VALUE",
+            )
+        try:
+            route = Route.build(
+                model, gen + 1, body["weights"], body.get("shadows") or [], body.get("staging")
+            )
+        except RouteError as exc:
+            raise GatewayError(422, str(exc), "INVALID_PARAMETER_VALUE") from None
+        async with self._lock(model):
+            missing = sorted(
+                (
+                    v
+                    for v in route.referenced()
+                    if getattr(self.versions.get((model, v)), "status", None) != "loaded"
+                ),
+                key=version_sort_key,
+            )
+            if missing:
+                raise GatewayError(
+                    422,
+                    f"route names versions of {model!r} that are not loaded: {missing}; "
+                    f"load them with PUT /admin/models/{model}/versions/<version> first",
+                    "INVALID_PARAMETER_VALUE",
+                )
+            try:
+                saved = await asyncio.to_thread(self.store.cas_route, model, gen, route.to_dict())
+            except StaleGeneration as exc:
+                raise GatewayError(
+                    409,
+                    f"stale generation {gen} for {model!r}: the current generation is {exc.current}",
+                    "RESOURCE_CONFLICT",
+                    generation=exc.current,
+                ) from None
+            installed = Route.build(
+                model, saved["generation"], saved["weights"], saved["shadows"], saved["staging"]
+            )
+            self.routes[model] = installed
+            self._pending.pop(model, None)
+            return installed.to_dict()
+
+    # -- data plane ---------------------------------------------------------------------------
+    async def invoke(
+        self,
+        model: str,
+        body: bytes,
+        content_type: str | None,
+        routing_key: str | None,
+        request_id: str | None,
+        arm: str = "primary",
+    ) -> Answer:
+        rid = request_id or uuid.uuid4().hex
+        route = self.routes.get(model)
+        if route is None:
+            if self._known(model):
+                return self._plain(
+                    503,
+                    f"model {model!r} has no route yet; set one with PUT /admin/models/{model}/route",
+                    "UNAVAILABLE",
+                    rid,
+                )
+            return self._plain(404, f"unknown model {model!r}", "RESOURCE_DOES_NOT_EXIST", rid)
+        if arm == "staging":
+            version = route.staging
+            if version is None:
+                return self._plain(
+                    409,
+                    f"model {model!r} has no staging version in its route",
+                    "RESOURCE_CONFLICT",
+                    rid,
+                )
+        else:
+            version = route.pick(routing_key)
+            if version is None:
+                return self._plain(
+                    503,
+                    f"model {model!r} has no live version (all weights are 0)",
+                    "UNAVAILABLE",
+                    rid,
+                )
+        headers = {"x-request-id": rid, "x-model-version": version, "x-model-arm": arm}
+        ts = time.time()
+        lv = self.versions.get((model, version))
+        if lv is None or lv.status != "loaded":
+            state = "not loaded" if lv is None else lv.status
+            res = Result(
+                503,
+                error_body(f"version {version} of {model!r} is {state}", "UNAVAILABLE"),
+                error=f"version {state}",
+            )
+            self._record(model, version, arm, rid, ts, res)
+            return Answer(503, res.body, headers)
+        try:
+            req = parse_request(body, content_type)
+        except ScoringError as exc:
+            res = Result(exc.status, error_body(exc.message, exc.error_code), error=exc.message)
+            self._record(model, version, arm, rid, ts, res)
+            return Answer(exc.status, res.body, headers)
+        res = await lv.predict(req, self.settings.predict_timeout)
+        self._record(model, version, arm, rid, ts, res)
+        if arm == "primary" and route.shadows:
+            preds = res.predictions if res.status == 200 else None
+            for sv in route.shadows:
+                self.mirror.submit(model, sv, ShadowCopy(rid, ts, req, version, preds))
+        return Answer(res.status, res.body, headers)
+
+    def _plain(self, status: int, message: str, code: str, rid: str) -> Answer:
+        return Answer(status, error_body(message, code), {"x-request-id": rid})
+
+    def _record(self, model: str, version: str, arm: str, rid: str, ts: float, res: Result) -> None:
+        rows = prediction_rows(res.predictions) if res.status == 200 else None
+        self.recorder.request(model, version, arm, res.status, res.latency_ms, rows)
+        self.store.log_request(
+            rid, ts, model, version, arm, res.latency_ms, res.status, res.predictions, res.error
+        )
+        if arm != "shadow":
+            recent = self._recent
+            recent[rid] = [model, version, arm, False]
+            if len(recent) > RECENT_REQUESTS:
+                recent.popitem(last=False)
+
+    def _shadow_result(self, model: str, version: str, copy: ShadowCopy, res: Result) -> None:
+        self._record(model, version, "shadow", copy.request_id, copy.ts, res)
+        if res.status == 200 and copy.primary_predictions is not None:
+            rows = pair_rows(res.predictions, copy.primary_predictions)
+            if rows is not None:
+                self.recorder.pair(model, version, copy.primary_version, rows[0], rows[1])
+
+    # -- feedback -----------------------------------------------------------------------------
+    async def feedback(self, model: str, body: Any) -> tuple[int, dict]:
+        single = isinstance(body, dict) and "feedback" not in body
+        if single:
+            items = [body]
+        elif (
+            isinstance(body, dict)
+            and isinstance(body.get("feedback"), list)
+            and set(body) == {"feedback"}
+        ):
+            items = body["feedback"]
+        else:
+            raise GatewayError(
+                422,
+                'body must be {"request_id": str, "outcome": number|bool} or {"feedback": [...]}',
+                "INVALID_PARAMETER_VALUE",
+            )
+        parsed: list[tuple[str, float]] = []
+        for i, it in enumerate(items):
+            where = "" if single else f"feedback[{i}]: "
+            if not isinstance(it, dict):
+                raise GatewayError(
+                    422, f"{where}each item must be an object", "INVALID_PARAMETER_VALUE"
+                )
+            extra = set(it) - {"request_id", "outcome"}
+            if extra:
+                raise GatewayError(
+                    422, f"{where}unknown fields {sorted(extra)}", "INVALID_PARAMETER_VALUE"
+                )
+            rid = it.get("request_id")
+            if not isinstance(rid, str) or not rid:
+                raise GatewayError(
+                    422,
+                    f"{where}'request_id' must be a non-empty string; got {rid!r}",
+                    "INVALID_PARAMETER_VALUE",
+                )
+            out = it.get("outcome")
+            if isinstance(out, bool):
+                out = 1.0 if out else 0.0
+            if not isinstance(out, (int, float)) or not math.isfinite(out):
+                raise GatewayError(
+                    422,
+                    f"{where}'outcome' must be a finite number or boolean; got {out!r}",
+                    "INVALID_PARAMETER_VALUE",
+                )
+            parsed.append((rid, float(out)))
+        accepted, unknown, duplicates, other_model = 0, [], [], []
+        now = time.time()
+        for rid, out in parsed:
+            meta = self._recent.get(rid)
+            if meta is None:
+                found = await asyncio.to_thread(self.store.lookup_request, rid)
+                if found is None:
+                    unknown.append(rid)
+                    continue
+                fb_done = await asyncio.to_thread(self.store.has_feedback, rid)
+                meta = [*found, fb_done]
+                self._recent[rid] = meta
+            m, v, arm, done = meta
+            if m != model:
+                other_model.append(rid)
+                continue
+            if done:
+                duplicates.append(rid)
+                continue
+            meta[3] = True
+            self.recorder.feedback(m, v, arm, out)
+            self.store.log_feedback(rid, now, m, v, arm, out)
+            accepted += 1
+        answer: dict[str, Any] = {"accepted": accepted}
+        if unknown:
+            answer["unknown"] = unknown
+        if duplicates:
+            answer["duplicates"] = duplicates
+        if other_model:
+            answer["other_model"] = other_model
+        if single and unknown:
+            raise GatewayError(
+                404,
+                f"unknown request_id {unknown[0]!r} (no answer from this gateway's log)",
+                "RESOURCE_DOES_NOT_EXIST",
+                accepted=0,
+            )
+        if single and other_model:
+            raise GatewayError(
+                409,
+                f"request_id {other_model[0]!r} was answered by another model",
+                "RESOURCE_CONFLICT",
+                accepted=0,
+            )
+        return 200, answer
+
+    # -- reads --------------------------------------------------------------------------------
+    async def snapshot(self, model: str, since: float) -> dict:
+        if not self._known(model):
+            raise GatewayError(404, f"unknown model {model!r}", "RESOURCE_DOES_NOT_EXIST")
+        await asyncio.to_thread(self.store.flush_now)
+        until = time.time()
+        arms, pairs = await asyncio.to_thread(self.store.read_stats, model, since, until)
+        route = self.routes.get(model)
+        return snapshot(model, since, until, route.to_dict() if route else None, arms, pairs)
+
+    def state(self) -> dict:
+        models: dict[str, dict] = {}
+        names = set(self.routes) | {m for m, _ in self.versions}
+        for name in sorted(names):
+            r = self.routes.get(name) or Route(name)
+            models[name] = {
+                **r.to_dict(),
+                "versions": {
+                    v: lv.describe()
+                    for (m, v), lv in sorted(
+                        self.versions.items(), key=lambda kv: version_sort_key(kv[0][1])
+                    )
+                    if m == name
+                },
+            }
+            if name in self._pending:
+                models[name]["pending_generation"] = self._pending[name].generation
+        return {
+            "models": models,
+            "replica": self.settings.replica_id,
+            "store": self.store.kind,
+            "shadow_dropped": {f"{m}/{v}": n for (m, v), n in self.mirror.dropped.items()},
+        }
+
+    def readiness(self) -> list[str]:
+        """Why the gateway is not ready (empty when it is)."""
+        reasons = []
+        if not self.restored:
+            reasons.append("restoring persisted state")
+        for name, r in sorted(self.routes.items()):
+            for v in sorted(r.referenced(), key=version_sort_key):
+                lv = self.versions.get((name, v))
+                if lv is None:
+                    reasons.append(f"{name}/{v}: routed but not registered")
+                elif lv.status != "loaded":
+                    reasons.append(
+                        f"{name}/{v}: {lv.status}" + (f" ({lv.error})" if lv.error else "")
+                    )
+        if not self.store.last_flush_ok:
+            reasons.append(f"store not writable: {self.store.last_error}")
+        return reasons
+
+    # -- keeping in step with other replicas --------------------------------------------------
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.route_poll_interval)
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep polling; the store may come back
+                log.warning("reconcile failed: %s", exc)
+
+    async def reconcile(self) -> None:
+        """Pick up newer routes (and the versions they name) and retry failed routed loads."""
+        routes = await asyncio.to_thread(self.store.load_routes)
+        registry: dict[tuple[str, str], tuple[str, str]] | None = None
+        for model, r in routes.items():
+            local = self.routes.get(model)
+            if local is not None and local.generation >= r["generation"]:
+                continue
+            try:
+                route = Route.build(
+                    model, r["generation"], r["weights"], r["shadows"], r["staging"]
+                )
+            except RouteError:
+                continue
+            self._pending[model] = route
+            for v in route.referenced():
+                if (model, v) not in self.versions:
+                    if registry is None:
+                        registry = {
+                            (m, ver): (s, k)
+                            for m, ver, s, k in await asyncio.to_thread(self.store.load_versions)
+                        }
+                    src = registry.get((model, v))
+                    if src is not None:
+                        self._start_load(model, v, src[0], src[1])
+        for model, route in list(self._pending.items()):
+            local = self.routes.get(model)
+            if local is not None and local.generation >= route.generation:
+                self._pending.pop(model, None)
+                continue
+            if all(
+                getattr(self.versions.get((model, v)), "status", None) == "loaded"
+                for v in route.referenced()
+            ):
+                self.routes[model] = route
+                self._pending.pop(model, None)
+                log.info("route of %s now generation %d (from the store)", model, route.generation)
+        now = time.monotonic()
+        for model, route in list(self.routes.items()) + list(self._pending.items()):
+            for v in route.referenced():
+                lv = self.versions.get((model, v))
+                key = (model, v)
+                if (
+                    lv is not None
+                    and lv.status == "failed"
+                    and key not in self._loads
+                    and now - self._last_retry.get(key, 0) >= self.settings.reload_retry_interval
+                ):
+                    self._start_load(model, v, lv.source, lv.kind)

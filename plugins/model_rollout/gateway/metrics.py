@@ -1,0 +1,137 @@
+"""Prometheus exposition of the gateway's counters.
+
+Why a custom collector: the request path already updates the statistics cells; reading the
+since-start totals at scrape time costs the request path nothing (no per-request
+`Counter.labels().inc()`), and /metrics agrees with the snapshots by construction.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from model_rollout.histogram import latency_bucket_bounds
+
+if TYPE_CHECKING:
+    from model_rollout.gateway.core import Gateway
+
+PROM_BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class GatewayCollector:
+    def __init__(self, gateway: Gateway):
+        self.gw = gateway
+
+    def collect(self):
+        gw = self.gw
+        totals = dict(gw.recorder.totals)
+        labels = ["model", "version", "arm"]
+        req = CounterMetricFamily("model_gateway_requests", "Requests answered", labels=labels)
+        err = CounterMetricFamily(
+            "model_gateway_errors", "Requests the model failed (5xx)", labels=labels
+        )
+        rej = CounterMetricFamily(
+            "model_gateway_rejected", "Requests rejected as malformed (4xx)", labels=labels
+        )
+        fb = CounterMetricFamily("model_gateway_feedback", "Feedback outcomes", labels=labels)
+        lat = HistogramMetricFamily(
+            "model_gateway_latency_seconds", "Model latency of successful answers", labels=labels
+        )
+        for (m, v, a), cell in sorted(totals.items()):
+            lv = [m, v, a]
+            req.add_metric(lv, cell.requests)
+            err.add_metric(lv, cell.errors)
+            rej.add_metric(lv, cell.rejected)
+            fb.add_metric(lv, cell.fb_count)
+            buckets = [0] * len(PROM_BUCKETS_MS)
+            total = 0
+            for k, n in cell.latency.items():
+                hi = latency_bucket_bounds(int(k))[1]
+                total += n
+                for j, edge in enumerate(PROM_BUCKETS_MS):
+                    if hi <= edge:
+                        buckets[j] += n
+                        break
+            cum, acc = [], 0
+            for j, edge in enumerate(PROM_BUCKETS_MS):
+                acc += buckets[j]
+                cum.append((str(edge / 1000.0), acc))
+            cum.append(("+Inf", total))
+            lat.add_metric(lv, cum, cell.latency_sum_ms / 1000.0)
+        yield from (req, err, rej, fb, lat)
+
+        pairs = CounterMetricFamily(
+            "model_gateway_shadow_pairs",
+            "Paired shadow predictions",
+            labels=["model", "shadow", "primary"],
+        )
+        agree = CounterMetricFamily(
+            "model_gateway_shadow_agree",
+            "Paired predictions that agreed",
+            labels=["model", "shadow", "primary"],
+        )
+        for (m, s, p), cell in sorted(dict(gw.recorder.pair_totals).items()):
+            pairs.add_metric([m, s, p], cell.pairs)
+            agree.add_metric([m, s, p], cell.agree)
+        yield from (pairs, agree)
+
+        dropped = CounterMetricFamily(
+            "model_gateway_shadow_dropped",
+            "Mirrored copies dropped (queue full or shadow unavailable)",
+            labels=["model", "version"],
+        )
+        for (m, v), n in sorted(gw.mirror.dropped.items()):
+            dropped.add_metric([m, v], n)
+        yield dropped
+        depth = GaugeMetricFamily(
+            "model_gateway_shadow_queue", "Copies waiting", labels=["model", "version"]
+        )
+        for (m, v), n in sorted(gw.mirror.depth().items()):
+            depth.add_metric([m, v], n)
+        yield depth
+
+        gen = GaugeMetricFamily(
+            "model_gateway_route_generation", "Route generation", labels=["model"]
+        )
+        weight = GaugeMetricFamily(
+            "model_gateway_route_weight", "Route weight (percent)", labels=["model", "version"]
+        )
+        for name, route in sorted(gw.routes.items()):
+            gen.add_metric([name], route.generation)
+            for v, w in route.weights.items():
+                weight.add_metric([name, v], w)
+        yield from (gen, weight)
+
+        loaded = GaugeMetricFamily(
+            "model_gateway_version_loaded",
+            "1 when the version is loaded",
+            labels=["model", "version", "kind"],
+        )
+        for (m, v), lv in sorted(gw.versions.items()):
+            loaded.add_metric([m, v, lv.kind], 1.0 if lv.status == "loaded" else 0.0)
+        yield loaded
+
+        yield CounterMetricFamily(
+            "model_gateway_log_dropped",
+            "Request-log rows dropped (writer backlog)",
+            value=gw.store.dropped_log_rows,
+        )
+        yield CounterMetricFamily(
+            "model_gateway_store_flush_errors",
+            "Failed store flushes (retried)",
+            value=gw.store.flush_errors,
+        )
+        yield GaugeMetricFamily(
+            "model_gateway_log_backlog",
+            "Request-log rows waiting for the writer",
+            value=gw.store.backlog(),
+        )
+
+
+def render(gateway: Gateway) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(gateway))
+    return generate_latest(registry)

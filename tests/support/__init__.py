@@ -1,0 +1,1 @@
+"""Shared test helpers: real MLflow server, registered test models, the real gateway."""

@@ -1,4 +1,4 @@
-"""Retires standby versions whose stability window has passed (hourly; dry-run param)."""
+"""Airflow DAG that retires standby versions whose stability window has passed (hourly; dry-run param)."""
 
 from model_rollout.orchestration.decommission import build_decommission_dag
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+ROOT = Path(__file__).resolve().parents[2]
 
 DAG_FILES = sorted(p for p in (ROOT / "dags").glob("*.py"))
 
@@ -30,12 +30,12 @@ def test_dag_file_imports_without_mlflow(path: Path):
     assert r.returncode == 0, r.stderr[-3000:]
 
 
-def test_dagbag_has_no_import_errors_and_one_dag_per_policy():
+def test_dagbag_has_no_import_errors_and_one_dag_per_policy(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     from model_rollout.policy import dag_id_for, policy_files
 
-    bag = DagBag(dag_folder=str(ROOT / "dags"), include_examples=False)
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert not bag.import_errors, bag.import_errors
     expected = {dag_id_for(p.stem) for p in policy_files()} | {"model_rollout_decommission"}
     assert expected <= set(bag.dag_ids)
@@ -43,4 +43,6 @@ def test_dagbag_has_no_import_errors_and_one_dag_per_policy():
         dag = bag.get_dag(dag_id)
         assert dag.max_active_runs == 1
         assert "version" in dag.params
-        assert {"resolve", "cutover", "rollback.restore_traffic", "staging.gate"} <= set(dag.task_ids)
+        assert {"resolve", "cutover", "rollback.restore_traffic", "staging.gate"} <= set(
+            dag.task_ids
+        )

@@ -6,7 +6,7 @@ The shape (grid view reads like the flow):
       gate → first_rollout ─────────────────────────────┐       (no champion yet)
       gate → shadow[start → monitor → gate] → canary_5[...] → step_25[...] → ... → [approval] → cutover
       every live gate → <stage>.degraded → rollback[start → restore_traffic → record → fail_run]
-      any gate/approval/cutover failure → rollback.failure_detected → rollback.start
+      a gate, approval or cutover failing → rollback.failure_detected → rollback.start
 Gates use trigger rule `none_skipped`: they run when their stage succeeded *or failed*, and
 turn a failure into a decision with a reason; `none_skipped` keeps them quiet on paths a
 branch skipped.
@@ -107,7 +107,7 @@ def build_rollout_dag(policy: Policy) -> DAG:
         block = _py("block_promotion", tasks.block_promotion, policy, retries=2)
         blocked >> block
 
-        gates, degraded_markers, previous_gate = [], [], staging_gate
+        degraded_markers, previous_gate = [], staging_gate
         for (group, mode, window), next_id in zip(plan, entry_ids[1:], strict=True):
             with TaskGroup(group):
                 if mode == "shadow":
@@ -145,11 +145,9 @@ def build_rollout_dag(policy: Policy) -> DAG:
                 )
                 start >> monitor >> gate >> degraded
             previous_gate >> start
-            gates.append(gate)
             degraded_markers.append(degraded)
             previous_gate = gate
 
-        watched = []
         if policy.approval.required:
             from airflow.providers.standard.operators.hitl import ApprovalOperator
 
@@ -164,7 +162,6 @@ def build_rollout_dag(policy: Policy) -> DAG:
             )
             previous_gate >> approval
             previous_gate = approval
-            watched.append(approval)
         cut = _py(
             "cutover", tasks.cutover, policy, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
         )
@@ -188,7 +185,9 @@ def build_rollout_dag(policy: Policy) -> DAG:
             fail = _py(
                 "fail_run", tasks.fail_run, policy, retries=0, trigger_rule=TriggerRule.ALL_DONE
             )
-            [*gates, *watched, cut] >> detected
+            # Not the branching gates themselves (a branch skips its other direct downstreams):
+            # a failing gate or approval leaves cutover or a marker upstream_failed, seen here.
+            [*degraded_markers, cut] >> detected
             [*degraded_markers, detected] >> rb_start >> restore >> record >> fail
     return dag
 

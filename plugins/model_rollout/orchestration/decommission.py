@@ -20,7 +20,9 @@ from model_rollout.registry import CHAMPION, STANDBY, TAG_PREFIX
 DAG_ID = "model_rollout_decommission"
 
 
-def retire_standby(model: str, stability_window: float, *, dry_run: bool, now: float | None = None) -> list[dict[str, Any]]:
+def retire_standby(
+    model: str, stability_window: float, *, dry_run: bool, now: float | None = None
+) -> list[dict[str, Any]]:
     """Retire every standby version of `model` whose window has passed; never the champion."""
     now = time.time() if now is None else now
     reg = MlflowRegistryHook().get_conn()
@@ -33,7 +35,9 @@ def retire_standby(model: str, stability_window: float, *, dry_run: bool, now: f
     routed = set(route.weights) | set(route.shadows) | ({route.staging} if route.staging else set())
     report = []
     for mv in reg.all_versions(model):
-        is_standby = mv.tags.get(TAG_PREFIX + "state") == "standby" or aliases.get(STANDBY) == mv.version
+        is_standby = (
+            mv.tags.get(TAG_PREFIX + "state") == "standby" or aliases.get(STANDBY) == mv.version
+        )
         if not is_standby:
             continue
         since = float(mv.tags.get(TAG_PREFIX + "standby_since") or mv.created_ms / 1000)
@@ -42,7 +46,13 @@ def retire_standby(model: str, stability_window: float, *, dry_run: bool, now: f
             report.append({**entry, "action": "kept", "why": "it is the champion"})
             continue
         if now - since < stability_window:
-            report.append({**entry, "action": "kept", "why": f"stability window {stability_window:.0f}s not over"})
+            report.append(
+                {
+                    **entry,
+                    "action": "kept",
+                    "why": f"stability window {stability_window:.0f}s not over",
+                }
+            )
             continue
         if mv.version in routed and route.weights.get(mv.version, 0) > 0:
             report.append({**entry, "action": "kept", "why": "it still receives live traffic"})
@@ -59,7 +69,11 @@ def retire_standby(model: str, stability_window: float, *, dry_run: bool, now: f
             )
         backend.retire(model, mv.version)
         reg.clear_alias(model, STANDBY, only_if_version=mv.version)
-        reg.set_tags(model, mv.version, {"state": "decommissioned", "stage": "decommissioned", "decommissioned_at": str(now)})
+        reg.set_tags(
+            model,
+            mv.version,
+            {"state": "decommissioned", "stage": "decommissioned", "decommissioned_at": str(now)},
+        )
         if mv.stage and mv.stage not in ("None", "Archived"):
             reg.set_stage(model, mv.version, "Archived")
         report.append({**entry, "action": "retired"})
@@ -75,7 +89,11 @@ def build_decommission_dag() -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["model_rollout"],
-        params={"dry_run": Param(False, type="boolean", description="Only report what would be retired.")},
+        params={
+            "dry_run": Param(
+                False, type="boolean", description="Only report what would be retired."
+            )
+        },
         doc_md=__doc__,
     ) as dag:
 

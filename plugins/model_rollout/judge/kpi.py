@@ -1,0 +1,148 @@
+"""Business KPI (feedback outcomes) as a sequential non-inferiority test.
+
+The contrast D = mean_c - (1 - m) mean_b (higher is better, relative margin m; the other cases
+are the same up to sign and offset) is >= 0 exactly when the candidate is non-inferior. Its
+estimate is asymptotically normal with variance v = s_c^2/n_c + (1-m)^2 s_b^2/n_b, so a one-sided
+normal mixture of likelihood ratios (mSPRT, Johari et al. arXiv 1512.04922; asymptotic
+time-uniform validity: Waudby-Smith et al. 2021) gives an e-value for "D < 0" (degraded) and
+one for "D > 0" (non-inferior, healthy). Only sums and sums of squares are needed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import log_ndtr
+
+from .config import KpiConfig
+from .snapshot import ArmStats
+from .verdict import DEGRADED, HEALTHY, INCONCLUSIVE, MetricResult
+
+
+def log_evalue_normal_one_sided(estimate, variance, scale):
+    """log e-value against 'true contrast <= 0' for an N(contrast, variance) estimate.
+
+    Half-normal mixture (spread `scale`) over positive contrasts; vectorised. Closed form:
+    2 sqrt(v / (v + s^2)) exp(x^2 s^2 / (2 v (v + s^2))) Phi(x s / sqrt(v (v + s^2))).
+    """
+    x = np.asarray(estimate, dtype=float)
+    v = np.asarray(variance, dtype=float)
+    s2 = np.asarray(scale, dtype=float) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = v + s2
+        z = x * np.sqrt(s2) / np.sqrt(v * total)
+        return (
+            math.log(2.0) + 0.5 * np.log(v / total) + x * x * s2 / (2.0 * v * total) + log_ndtr(z)
+        )
+
+
+def normal_mixture_halfwidth(variance, scale, alpha):
+    """Half-width of the two-sided normal-mixture confidence sequence at level alpha."""
+    v = np.asarray(variance, dtype=float)
+    s2 = np.asarray(scale, dtype=float) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(v * (v + s2) / s2 * (np.log((v + s2) / v) + 2.0 * math.log(1.0 / alpha)))
+
+
+def kpi_contrast(mean_c, var_c, n_c, mean_b, var_b, n_b, cfg: KpiConfig):
+    """(D estimate, its variance, margin in outcome units): D >= 0 means non-inferior."""
+    sign = 1.0 if cfg.direction == "higher_is_better" else -1.0
+    if cfg.margin_kind == "relative":
+        factor = 1.0 - sign * cfg.margin
+        offset = 0.0
+        margin_units = cfg.margin * abs(mean_b)
+    else:
+        factor = 1.0
+        offset = cfg.margin
+        margin_units = cfg.margin
+    contrast = sign * (mean_c - factor * mean_b) + offset
+    variance = var_c / n_c + factor * factor * var_b / n_b
+    return contrast, variance, margin_units
+
+
+def _moments(arm: ArmStats) -> tuple[float, float, float]:
+    fb = arm.feedback
+    n = fb.count
+    mean = fb.total / n
+    var = max(fb.total_sq - n * mean * mean, 0.0) / (n - 1)
+    return n, mean, var
+
+
+def judge_kpi(
+    base: ArmStats,
+    cand: ArmStats,
+    log_threshold: float,
+    alpha_metric: float,
+    min_samples: int,
+    cfg: KpiConfig,
+) -> MetricResult:
+    """Verdict on the feedback KPI (non-inferiority with the policy's margin)."""
+    name = "kpi"
+    for label, arm in (("baseline", base), ("candidate", cand)):
+        if "feedback" in arm.problems:
+            return MetricResult(name, INCONCLUSIVE, arm.problems["feedback"].capitalize() + ".")
+        if arm.feedback is None or arm.feedback.count < cfg.min_feedback:
+            have = 0 if arm.feedback is None else int(arm.feedback.count)
+            reason = (
+                f"The {label} arm has {have} feedback outcomes; at least {cfg.min_feedback} are "
+                f"needed."
+            )
+            return MetricResult(name, INCONCLUSIVE, reason)
+    n_b, mean_b, var_b = _moments(base)
+    n_c, mean_c, var_c = _moments(cand)
+    samples = {"baseline": n_b, "candidate": n_c}
+    contrast, variance, margin_units = kpi_contrast(mean_c, var_c, n_c, mean_b, var_b, n_b, cfg)
+    if variance <= 0.0:
+        # Every outcome identical in both arms: no noise, the sign of D decides outright.
+        variance = 1e-12 * max(1.0, mean_b * mean_b)
+    scale = cfg.mixture_scale * max(margin_units, 1e-9 * max(1.0, abs(mean_b)))
+    log_e_deg = float(log_evalue_normal_one_sided(-contrast, variance, scale))
+    log_e_ok = float(log_evalue_normal_one_sided(contrast, variance, scale))
+    half = float(normal_mixture_halfwidth(variance, scale, alpha_metric))
+    diff = mean_c - mean_b
+    relative = diff / mean_b if mean_b else math.nan
+    common = dict(
+        scale="KPI mean difference candidate - baseline (outcome units)",
+        estimate=diff,
+        interval=(diff - half, diff + half),
+        tolerance=-margin_units if cfg.direction == "higher_is_better" else margin_units,
+        statistic="log e-value vs candidate within the non-inferiority margin",
+        value=log_e_deg,
+        threshold=log_threshold,
+        samples=samples,
+        details={
+            "baseline_mean": mean_b,
+            "candidate_mean": mean_c,
+            "relative_difference": relative,
+            "direction": cfg.direction,
+            "margin": cfg.margin,
+            "margin_kind": cfg.margin_kind,
+            "non_inferiority_contrast": contrast,
+            "log_evalue_non_inferior": log_e_ok,
+        },
+    )
+    worse = "lower" if cfg.direction == "higher_is_better" else "higher"
+    if log_e_deg >= log_threshold:
+        reason = (
+            f"The KPI is {worse} on the candidate ({mean_c:.4g} vs {mean_b:.4g}) by more than "
+            f"the {cfg.margin:g} {cfg.margin_kind} margin."
+        )
+        return MetricResult(name, DEGRADED, reason, **common)
+    if min(n_b, n_c) < min_samples:
+        reason = (
+            f"Waiting for {min_samples} feedback outcomes per arm before calling the KPI "
+            f"non-inferior (have {int(min(n_b, n_c))})."
+        )
+        return MetricResult(name, INCONCLUSIVE, reason, **common)
+    if log_e_ok >= log_threshold:
+        reason = (
+            f"The candidate's KPI ({mean_c:.4g} vs {mean_b:.4g}) is non-inferior within the "
+            f"{cfg.margin:g} {cfg.margin_kind} margin."
+        )
+        return MetricResult(name, HEALTHY, reason, **common)
+    reason = (
+        f"The KPI difference ({diff:+.4g}) cannot yet be told apart from the "
+        f"{cfg.margin:g} {cfg.margin_kind} margin."
+    )
+    return MetricResult(name, INCONCLUSIVE, reason, **common)

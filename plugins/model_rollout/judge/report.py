@@ -1,0 +1,5 @@
+"""placeholder"""
+
+
+def fixed_horizon_report(*a, **k):
+    raise NotImplementedError

@@ -1,0 +1,166 @@
+"""Reading a gateway statistics snapshot (docs/architecture.md) defensively.
+
+Nothing here raises on bad data: a field that is missing, negative, NaN or of the wrong type
+becomes None plus a sentence in `problems`, so that the metric needing it says "inconclusive"
+with that sentence and the others still judge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .histograms import parse_counts
+
+
+def _count(value: Any) -> float | None:
+    """A finite non-negative number, else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or number < 0:
+        return None
+    return number
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+@dataclass
+class Feedback:
+    count: float
+    total: float
+    total_sq: float
+
+
+@dataclass
+class ArmStats:
+    """Counters of one (version, arm) entry, cleaned."""
+
+    version: str
+    arm: str
+    requests: float | None = None
+    errors: float | None = None
+    latency_idx: np.ndarray | None = None
+    latency_cnt: np.ndarray | None = None
+    feedback: Feedback | None = None
+    outputs_kind: str | None = None
+    outputs: dict[str, float] | None = None
+    problems: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def latency_total(self) -> float:
+        return float(self.latency_cnt.sum()) if self.latency_cnt is not None else 0.0
+
+
+@dataclass
+class PairStats:
+    pairs: float | None = None
+    agree: float | None = None
+    abs_delta_sum: float | None = None
+    abs_delta_sq_sum: float | None = None
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+def read_arm(entry: Mapping) -> ArmStats:
+    """Clean one `arms[]` entry."""
+    arm = ArmStats(version=str(entry.get("version")), arm=str(entry.get("arm")))
+    arm.requests = _count(entry.get("requests"))
+    if arm.requests is None:
+        arm.problems["requests"] = f"requests of version {arm.version} is missing or invalid"
+    arm.errors = _count(entry.get("errors", 0))
+    if arm.errors is None or (arm.requests is not None and arm.errors > arm.requests):
+        arm.errors = None
+        arm.problems["errors"] = f"errors of version {arm.version} is missing or invalid"
+    latency = entry.get("latency") or {}
+    try:
+        counts = latency.get("counts") if isinstance(latency, Mapping) else None
+        arm.latency_idx, arm.latency_cnt = parse_counts(counts)
+    except (ValueError, TypeError, OverflowError) as exc:
+        arm.problems["latency"] = f"latency histogram of version {arm.version} is invalid ({exc})"
+    feedback = entry.get("feedback")
+    if isinstance(feedback, Mapping):
+        count = _count(feedback.get("count"))
+        total = _finite(feedback.get("sum"))
+        total_sq = _count(feedback.get("sum_sq"))
+        if count is None or total is None or total_sq is None:
+            arm.problems["feedback"] = f"feedback of version {arm.version} is invalid"
+        else:
+            arm.feedback = Feedback(count, total, total_sq)
+    outputs = entry.get("outputs")
+    if isinstance(outputs, Mapping) and isinstance(outputs.get("counts"), Mapping):
+        cleaned = {str(k): _count(v) for k, v in outputs["counts"].items()}
+        if any(v is None for v in cleaned.values()):
+            arm.problems["outputs"] = f"output counts of version {arm.version} are invalid"
+        else:
+            arm.outputs_kind = str(outputs.get("kind", "categorical"))
+            arm.outputs = {k: v for k, v in cleaned.items() if v}
+    return arm
+
+
+def read_pair(entry: Mapping) -> PairStats:
+    """Clean one `pairs[]` entry."""
+    pair = PairStats(
+        pairs=_count(entry.get("pairs")),
+        agree=_count(entry.get("agree")),
+        abs_delta_sum=_count(entry.get("abs_delta_sum")),
+        abs_delta_sq_sum=_count(entry.get("abs_delta_sq_sum")),
+    )
+    if pair.pairs is None or pair.agree is None or pair.agree > pair.pairs:
+        pair.problems["agreement"] = "pairs/agree counts are missing or invalid"
+    return pair
+
+
+def find_arm(snapshot: Mapping, version: str, arm: str) -> ArmStats | None:
+    """The (version, arm) entry of the snapshot, cleaned; None if absent (or merged if repeated)."""
+    arms = snapshot.get("arms")
+    if not isinstance(arms, list):
+        return None
+    found = [
+        e
+        for e in arms
+        if isinstance(e, Mapping) and str(e.get("version")) == version and e.get("arm") == arm
+    ]
+    if not found:
+        return None
+    return read_arm(found[0])
+
+
+def find_pair(snapshot: Mapping, shadow_version: str, primary_version: str) -> PairStats | None:
+    pairs = snapshot.get("pairs")
+    if not isinstance(pairs, list):
+        return None
+    for e in pairs:
+        if (
+            isinstance(e, Mapping)
+            and str(e.get("shadow_version")) == shadow_version
+            and str(e.get("primary_version")) == primary_version
+        ):
+            return read_pair(e)
+    return None
+
+
+def configured_share(snapshot: Mapping, baseline: str, candidate: str) -> float | None:
+    """Candidate's configured share of the two arms' traffic, from `weights`; None if unusable."""
+    weights = snapshot.get("weights")
+    if not isinstance(weights, Mapping):
+        return None
+    wb = _count(weights.get(baseline))
+    wc = _count(weights.get(candidate))
+    if wb is None or wc is None or wb + wc <= 0 or wb == 0 or wc == 0:
+        return None
+    return wc / (wb + wc)

@@ -17,7 +17,7 @@ from .config import (
     TailLatencyConfig,
 )
 from .evaluate import evaluate
-from .report import fixed_horizon_report
+from .report import fixed_horizon_report, report_markdown
 from .verdict import DEGRADED, HEALTHY, INCONCLUSIVE, MetricResult, Status, Verdict
 
 __all__ = [
@@ -37,4 +37,5 @@ __all__ = [
     "Verdict",
     "evaluate",
     "fixed_horizon_report",
+    "report_markdown",
 ]

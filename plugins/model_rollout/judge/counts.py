@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import betainc, betaincc, betaln, xlog1py, xlogy
+from scipy.special import betainc, betaincc, betaln, digamma, xlog1py, xlogy
 
 DEFAULT_CONCENTRATION = 100.0
 """Prior concentration k: Beta(k p0, k (1 - p0)); sd of the prior ~ sqrt(p0 (1 - p0) / k)."""
@@ -75,46 +75,47 @@ def log_evalue_below(s, n, p0, k=DEFAULT_CONCENTRATION):
     return base + posterior_tail - prior_tail
 
 
-def critical_counts(n, p0, log_threshold, k=DEFAULT_CONCENTRATION, iterations: int = 8):
+def critical_counts(n, p0, log_threshold, k=DEFAULT_CONCENTRATION, iterations: int = 4):
     """Counts s_lo <= n p0 <= s_hi where the two-sided e-value reaches exp(log_threshold).
 
     The two-sided log e-value is convex in s with its minimum near n p0, so each side has one
-    root; Newton from outside the root converges monotonically. s_lo is -inf (s_hi +inf) when
-    even s = 0 (s = n) is not evidence enough. Vectorised; a fixed, small number of steps.
+    root; Newton started beyond the root converges monotonically (quadratically near it).
+    s_lo is -inf (s_hi +inf) when even s = 0 (s = n) is not evidence enough. Vectorised, with a
+    fixed small number of steps.
     """
-    from scipy.special import digamma
-
     n, p0, log_threshold = np.broadcast_arrays(
         *(np.asarray(x, dtype=float) for x in (n, p0, log_threshold))
     )
-    a = k * p0
-    b = k * (1.0 - p0)
-    logit0 = np.log(p0) - np.log1p(-p0)
-
-    def f(s):
-        return (
-            betaln(a + s, b + n - s) - betaln(a, b) - xlogy(s, p0) - xlog1py(n - s, -p0)
-        ) - log_threshold
-
-    def df(s):
-        return digamma(a + s) - digamma(b + n - s) - logit0
-
-    # Start beyond each root: a generous normal-approximation width.
+    # Both sides in one array: [lower roots..., upper roots...].
+    half = n.shape[-1]
+    n2 = np.concatenate([n, n], axis=-1)
+    p2 = np.concatenate([p0, p0], axis=-1)
+    t2 = np.concatenate([log_threshold, log_threshold], axis=-1)
+    a = k * p2
+    b_plus_n = k * (1.0 - p2) + n2
+    log_q = np.log1p(-p2)
+    logit0 = np.log(p2) - log_q
+    offset = -betaln(a, k * (1.0 - p2)) - t2 - n2 * log_q
+    centre = n2 * p2
+    outer = np.concatenate([np.zeros_like(n), n], axis=-1)
+    lower_side = np.arange(2 * half) < half
+    floor = np.where(lower_side, outer, centre)
+    ceiling = np.where(lower_side, centre, outer)
+    # Start beyond each root: twice a generous normal-approximation width.
     width = np.sqrt(
-        2.0 * n * p0 * (1.0 - p0) * (np.maximum(log_threshold, 0.0) + 0.5 * np.log1p(n / k) + 2.0)
+        2.0 * centre * (1.0 - p2) * (np.maximum(t2, 0.0) + 0.5 * np.log1p(n2 / k) + 2.0)
     )
-    centre = n * p0
-    lo = np.maximum(centre - 2.0 * width - 1.0, 0.0)
-    hi = np.minimum(centre + 2.0 * width + 1.0, n)
-    for _ in range(iterations):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lo = lo - f(lo) / df(lo)
-            hi = hi - f(hi) / df(hi)
-        lo = np.clip(np.nan_to_num(lo, nan=0.0), 0.0, centre)
-        hi = np.clip(np.nan_to_num(hi, nan=n), centre, n)
-    lo = np.where(f(np.zeros_like(n)) < 0.0, -np.inf, lo)
-    hi = np.where(f(n) < 0.0, np.inf, hi)
-    return lo, hi
+    s = np.fmin(
+        np.fmax(centre + np.where(lower_side, -1.0, 1.0) * (2.0 * width + 1.0), floor), ceiling
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(iterations):
+            x, y = a + s, b_plus_n - s
+            f = betaln(x, y) - s * logit0 + offset
+            s = np.fmin(np.fmax(s - f / (digamma(x) - digamma(y) - logit0), floor), ceiling)
+        f_outer = betaln(a + outer, b_plus_n - outer) - outer * logit0 + offset
+    s = np.where(f_outer < 0.0, np.where(lower_side, -np.inf, np.inf), s)
+    return s[..., :half], s[..., half:]
 
 
 def proportion_interval(s: float, n: float, alpha: float, a: float, b: float) -> tuple:
@@ -146,14 +147,24 @@ def proportion_interval(s: float, n: float, alpha: float, a: float, b: float) ->
         return (mle, mle)
 
     def root(inside: float, outside: float) -> float:
+        """Safeguarded Newton inside the bracket: loglik >= level at `inside`, < at `outside`."""
         if loglik(outside) >= level:
             return outside
-        for _ in range(60):
-            mid = 0.5 * (inside + outside)
-            if loglik(mid) >= level:
-                inside = mid
+        p = 0.5 * (inside + outside)
+        for _ in range(40):
+            g = loglik(p) - level
+            if abs(g) < 1e-9:
+                return p
+            if g > 0:
+                inside = p
             else:
-                outside = mid
-        return 0.5 * (inside + outside)
+                outside = p
+            slope = (s / p if s else 0.0) - ((n - s) / (1.0 - p) if n - s else 0.0)
+            step = p - g / slope if slope else math.nan
+            lo, hi = min(inside, outside), max(inside, outside)
+            p = step if lo < step < hi else 0.5 * (inside + outside)
+            if hi - lo < 1e-12:
+                break
+        return p
 
     return (root(mle, 0.0), root(mle, 1.0))

@@ -24,8 +24,8 @@ def parse_counts(counts: Mapping | None) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     if not isinstance(counts, Mapping):
         raise ValueError("latency.counts must be a mapping of bucket index to count")
-    idx = np.fromiter((int(k) for k in counts), dtype=np.int64, count=len(counts))
-    cnt = np.fromiter((float(v) for v in counts.values()), dtype=float, count=len(counts))
+    idx = np.fromiter(map(int, counts), dtype=np.int64, count=len(counts))
+    cnt = np.fromiter(map(float, counts.values()), dtype=float, count=len(counts))
     if not np.all(np.isfinite(cnt)) or np.any(cnt < 0):
         raise ValueError("latency counts must be finite and non-negative")
     if np.any(idx < 0) or np.any(idx >= LATENCY_BUCKETS):
@@ -55,6 +55,8 @@ def cdf_at(log_x: np.ndarray, cum: np.ndarray, log_t) -> np.ndarray:
     log_t = np.asarray(log_t, dtype=float)
     if log_x.size == 0:
         return np.zeros(np.broadcast_shapes(log_t.shape, cum.shape[:-1] + (1,)))
+    if cum.ndim == 1:  # one histogram: numpy's interp is the fast path
+        return np.interp(log_t, log_x, cum)
     j = np.searchsorted(log_x, log_t, side="right")
     hi = np.clip(j, 1, log_x.size - 1)
     lo = hi - 1
@@ -76,6 +78,10 @@ def inverse_cdf(log_x: np.ndarray, cum: np.ndarray, s) -> np.ndarray:
     s = np.asarray(s, dtype=float)
     if log_x.size == 0:
         return np.full(np.broadcast_shapes(s.shape, cum.shape[:-1] + (1,)), np.nan)
+    if cum.ndim == 1:  # one histogram: numpy's interp is the fast path
+        out = np.interp(s, cum, log_x)
+        out = np.where(s == -np.inf, -np.inf, out)
+        return np.where(s > cum[-1], np.inf, out)
     j = np.sum(cum[..., None, :] < s[..., :, None], axis=-1)
     hi = np.clip(j, 1, log_x.size - 1)
     lo = hi - 1

@@ -28,16 +28,19 @@ from .counts import (
     proportion_interval,
     rate_ratio,
 )
-from .histograms import cdf_at, cdf_points, inverse_cdf
+from .histograms import cdf_at, inverse_cdf
 from .snapshot import ArmStats
 from .verdict import DEGRADED, HEALTHY, INCONCLUSIVE, MetricResult
 
 
-def quantile_bounds(log_x, cum, quantiles, log_threshold, k):
+def quantile_bounds(points, quantiles, log_threshold, k, critical=None):
     """(lower, point, upper) log-ms bounds of each quantile; cum (..., P) -> arrays (..., Q)."""
+    log_x, cum = points
     quantiles = np.asarray(quantiles, dtype=float)
     n = cum[..., -1:]
-    s_lo, s_hi = critical_counts(n, quantiles, log_threshold, k)
+    s_lo, s_hi = (
+        critical if critical is not None else critical_counts(n, quantiles, log_threshold, k)
+    )
     queries = np.concatenate([s_lo, n * quantiles, s_hi], axis=-1)
     found = inverse_cdf(log_x, cum, queries)
     q = quantiles.shape[-1]
@@ -45,11 +48,15 @@ def quantile_bounds(log_x, cum, quantiles, log_threshold, k):
 
 
 def shift_bounds(base_points, cand_points, quantiles, log_threshold, k):
-    """log ratio (cand/base) of each quantile: (lower, point, upper); vectorised over batches."""
-    b_lo, b_mid, b_hi = quantile_bounds(*base_points, quantiles, log_threshold, k)
-    c_lo, c_mid, c_hi = quantile_bounds(*cand_points, quantiles, log_threshold, k)
+    """log ratio (cand/base) of each quantile: (lower, point, upper), plus the baseline's upper
+    bounds; vectorised over any batch shape. One root-finding call serves both arms."""
+    quantiles = np.asarray(quantiles, dtype=float)
+    n = np.stack([base_points[1][..., -1:], cand_points[1][..., -1:]])
+    s_lo, s_hi = critical_counts(n, quantiles, log_threshold, k)
+    b_lo, b_mid, b_hi = quantile_bounds(base_points, quantiles, 0.0, k, (s_lo[0], s_hi[0]))
+    c_lo, c_mid, c_hi = quantile_bounds(cand_points, quantiles, 0.0, k, (s_lo[1], s_hi[1]))
     with np.errstate(invalid="ignore"):
-        return c_lo - b_hi, c_mid - b_mid, c_hi - b_lo
+        return c_lo - b_hi, c_mid - b_mid, c_hi - b_lo, b_hi
 
 
 def tail_counts(base_points, cand_points, quantile, tolerance):
@@ -89,13 +96,11 @@ def judge_latency(
     quantiles = np.asarray(cfg.quantiles)
     # Each quantile gets alpha / Q, shared by the two arms' intervals.
     log_threshold = math.log(2 * len(quantiles) / alpha_metric)
-    base_points = cdf_points(base.latency_idx, base.latency_cnt)
-    cand_points = cdf_points(cand.latency_idx, cand.latency_cnt)
-    k = cfg.concentration
-    b_lo, b_mid, b_hi = quantile_bounds(*base_points, quantiles, log_threshold, k)
-    c_lo, c_mid, c_hi = quantile_bounds(*cand_points, quantiles, log_threshold, k)
-    with np.errstate(invalid="ignore"):
-        lo, mid, hi = c_lo - b_hi, c_mid - b_mid, c_hi - b_lo
+    base_points = base.latency_points
+    cand_points = cand.latency_points
+    lo, mid, hi, b_hi = shift_bounds(
+        base_points, cand_points, quantiles, log_threshold, cfg.concentration
+    )
     nb, nc = base.latency_total, cand.latency_total
     samples = {"baseline": nb, "candidate": nc}
     log_tol = math.log1p(cfg.tolerance)
@@ -167,8 +172,8 @@ def judge_latency_tail(
     problem = _arm_problem(base, cand)
     if problem:
         return MetricResult(name, INCONCLUSIVE, problem)
-    base_points = cdf_points(base.latency_idx, base.latency_cnt)
-    cand_points = cdf_points(cand.latency_idx, cand.latency_cnt)
+    base_points = base.latency_points
+    cand_points = cand.latency_points
     ev_c, ev_b, log_tau = tail_counts(base_points, cand_points, cfg.quantile, cfg.tolerance)
     ev_c, ev_b, log_tau = float(ev_c), float(ev_b), float(log_tau)
     nb, nc = base.latency_total, cand.latency_total

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from .histograms import parse_counts
+from .histograms import cdf_points, parse_counts
 
 
 def _count(value: Any) -> float | None:
@@ -65,6 +66,11 @@ class ArmStats:
     @property
     def latency_total(self) -> float:
         return float(self.latency_cnt.sum()) if self.latency_cnt is not None else 0.0
+
+    @cached_property
+    def latency_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """CDF knots of the latency histogram (computed once, shared by the latency metrics)."""
+        return cdf_points(self.latency_idx, self.latency_cnt)
 
 
 @dataclass

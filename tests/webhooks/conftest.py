@@ -24,6 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).parent))  # wh_support, whatever pytest's import mode
 
 if "airflow" not in sys.modules:
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="airflow-webhooks-")

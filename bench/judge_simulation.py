@@ -669,7 +669,7 @@ def render(results: list[ScenarioResult], micro: dict, args, total_s: float) -> 
         f"Seed {args.seed}; wall time {total_s / 60:.1f} min.",
         "",
         "This judge runs with `JudgeConfig` defaults (alpha 0.05 split over the metrics in "
-        "force, latency and tail tolerance +10%, error-rate tolerance x1.1 and +0.1 pp, flip "
+        "force, latency tolerance +10% at p50 and p90, tail tolerance +5%, error-rate tolerance +0.1 percentage point, flip "
         "tolerance 2%, TV tolerance 0.1) plus the KPI enabled with a 2% relative margin: 4 "
         "metrics in canary mode (errors, latency p50/p90, tail p99, KPI), 5 in shadow mode "
         "(errors, latency, tail, agreement, output drift).",
@@ -732,6 +732,8 @@ def targets(results: list[ScenarioResult]) -> list[str]:
     out = []
     by_name = {r.scenario.name: r for r in results}
     aa = [r for r in results if r.scenario.aa]
+    if not aa:
+        return ["- (no A/A scenario in this run)"]
     worst = max((summarise(r.outcomes["this judge"])["wilson"][1], r.scenario.name) for r in aa)
     rates = ", ".join(
         f"{r.scenario.name} {summarise(r.outcomes['this judge'])['rate']:.2%}" for r in aa

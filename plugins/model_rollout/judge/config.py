@@ -27,12 +27,13 @@ class ErrorsConfig(BaseModel):
 
     enabled: bool = Field(True, description="Judge the error rate (requests answered 5xx).")
     max_relative_increase: float = Field(
-        0.10,
+        0.0,
         ge=0.0,
         le=10.0,
         description=(
             "Tolerated relative increase of the error rate: 0.10 means a candidate with up to "
-            "1.1x the baseline's error rate is not a degradation."
+            "1.1x the baseline's error rate is not a degradation. 0 by default: the absolute "
+            "floor below is the practical tolerance for error rates."
         ),
     )
     min_absolute_increase: float = Field(
@@ -41,7 +42,8 @@ class ErrorsConfig(BaseModel):
         le=1.0,
         description=(
             "Increases of the error rate below this absolute amount (0.001 = 0.1 percentage "
-            "point) are never a degradation; lets rare-error services be declared healthy."
+            "point) are never a degradation, however significant; it also lets rare-error "
+            "services be declared healthy."
         ),
     )
     concentration: float = CONCENTRATION_FIELD
@@ -94,12 +96,14 @@ class TailLatencyConfig(BaseModel):
         description="The baseline quantile whose exceedances are counted (0.99 = p99).",
     )
     tolerance: float = Field(
-        0.10,
+        0.05,
         ge=0.0,
         le=10.0,
         description=(
             "Tolerated relative slow-down of the tail: the candidate's exceedances of tau are "
-            "compared with the baseline's exceedances of tau / (1 + tolerance)."
+            "compared with the baseline's exceedances of tau / (1 + tolerance). Tighter than "
+            "the median's by default: comparing with the baseline's own tail in the same window "
+            "cancels load swings, and tail regressions hurt most."
         ),
     )
     concentration: float = CONCENTRATION_FIELD

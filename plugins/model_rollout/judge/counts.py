@@ -142,29 +142,41 @@ def proportion_interval(s: float, n: float, alpha: float, a: float, b: float) ->
             return 0.0 if s == n else -math.inf
         return (s * math.log(p) if s else 0.0) + ((n - s) * math.log1p(-p) if n - s else 0.0)
 
+    def log_sigmoid(x: float) -> float:
+        return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+
+    def loglik_logit(x: float) -> float:
+        return s * log_sigmoid(x) + (n - s) * log_sigmoid(-x)
+
     mle = s / n
     if loglik(mle) < level:  # cannot happen for a proper prior; keep it total anyway
         return (mle, mle)
 
-    def root(inside: float, outside: float) -> float:
-        """Safeguarded Newton inside the bracket: loglik >= level at `inside`, < at `outside`."""
-        if loglik(outside) >= level:
-            return outside
-        p = 0.5 * (inside + outside)
-        for _ in range(40):
-            g = loglik(p) - level
-            if abs(g) < 1e-9:
-                return p
-            if g > 0:
-                inside = p
-            else:
-                outside = p
-            slope = (s / p if s else 0.0) - ((n - s) / (1.0 - p) if n - s else 0.0)
-            step = p - g / slope if slope else math.nan
-            lo, hi = min(inside, outside), max(inside, outside)
-            p = step if lo < step < hi else 0.5 * (inside + outside)
-            if hi - lo < 1e-12:
+    def root(edge: float, direction: float) -> float:
+        """Newton in logit(p), where the log-likelihood is concave and asymptotically linear:
+        started beyond the root it approaches it monotonically. Bounded loops."""
+        if loglik(edge) >= level:
+            return edge
+        if 0.0 < mle < 1.0:
+            centre = math.log(mle / (1.0 - mle))
+            drop = loglik(mle) - level
+            x = centre + direction * 1.5 * math.sqrt(2.0 * drop / (n * mle * (1.0 - mle)))
+        else:
+            centre = -direction * 30.0
+            x = centre + direction
+        for _ in range(60):  # step outwards until beyond the root
+            if loglik_logit(x) < level:
                 break
-        return p
+            x += direction * (abs(x - centre) + 1.0)
+        for _ in range(50):
+            g = loglik_logit(x) - level
+            slope = s - n / (1.0 + math.exp(-x)) if x > -700 else s
+            if slope == 0.0:
+                break
+            step = g / slope
+            x -= step
+            if abs(step) < 1e-11 * max(1.0, abs(x)):
+                break
+        return 1.0 / (1.0 + math.exp(-x)) if x > -700 else 0.0
 
-    return (root(mle, 0.0), root(mle, 1.0))
+    return (root(0.0, -1.0), root(1.0, 1.0))

@@ -72,8 +72,11 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
 class MlflowServer:
     """A real `mlflow server` on SQLite in `root` (ready in ~30 s)."""
 
-    def __init__(self, root: Path, port: int | None = None):
+    def __init__(self, root: Path, port: int | None = None, env: dict[str, str] | None = None):
         self.root = Path(root)
+        # MLflow's job runner spawns ~7 huey consumer processes (~250 MB and a few % CPU each,
+        # even idle); nothing here uses server-side jobs (webhook delivery does not).
+        self.env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None

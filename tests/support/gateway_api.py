@@ -1,0 +1,92 @@
+"""Admin-API and traffic helpers for tests that drive a real gateway over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import httpx
+import orjson
+
+from support.load import run_load
+from support.models import iris_rows, scoring_payload
+
+
+def admin_client(gw) -> httpx.Client:
+    return httpx.Client(base_url=gw.url, headers=gw.auth, timeout=60.0)
+
+
+def load(
+    client: httpx.Client, model: str, version: str, uri: str | None = None, **spec
+) -> httpx.Response:
+    body = {"uri": uri} if uri else spec
+    r = client.put(f"/admin/models/{model}/versions/{version}", json=body)
+    return r
+
+
+def set_route(
+    client: httpx.Client, model: str, weights: dict, shadows=(), staging=None, generation=None
+) -> httpx.Response:
+    if generation is None:
+        generation = client.get(f"/admin/models/{model}/route").json().get("generation", 0)
+    return client.put(
+        f"/admin/models/{model}/route",
+        json={
+            "generation": generation,
+            "weights": weights,
+            "shadows": list(shadows),
+            "staging": staging,
+        },
+    )
+
+
+def serve(client: httpx.Client, model: str, registry: dict, mapping: dict[str, str]) -> None:
+    """Load gateway versions from registry labels: mapping gateway version -> registry label."""
+    for gv, label in mapping.items():
+        r = load(client, model, gv, f"models:/{registry['_name']}/{registry[label]}")
+        assert r.status_code == 200, r.text
+
+
+def stats(client: httpx.Client, model: str, since: float = 0) -> dict:
+    r = client.get(f"/admin/models/{model}/stats", params={"since": since})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def arm(snapshot: dict, version: str, arm_name: str = "primary") -> dict | None:
+    for a in snapshot["arms"]:
+        if a["version"] == version and a["arm"] == arm_name:
+            return a
+    return None
+
+
+def fire(
+    url: str,
+    n: int,
+    *,
+    concurrency: int = 8,
+    routing_key=None,
+    rows: int = 1,
+    max_seconds: float = 120,
+):
+    """n scoring requests (bounded) to `url`; returns support.load.LoadResult."""
+    bodies = [orjson.dumps(scoring_payload(iris_rows(rows, seed=i))) for i in range(min(n, 500))]
+
+    def make(i: int):
+        headers = {}
+        if routing_key is not None:
+            headers["X-Routing-Key"] = routing_key(i)
+        return bodies[i % len(bodies)], headers
+
+    return asyncio.run(
+        run_load(url, make, total=n, concurrency=concurrency, max_seconds=max_seconds)
+    )
+
+
+def log_rows(data_dir: Path, model: str) -> list[tuple]:
+    """(request_id, version, arm, status) rows of the SQLite request log for a model."""
+    with sqlite3.connect(Path(data_dir) / "gateway.db") as conn:
+        return conn.execute(
+            "SELECT request_id, version, arm, status FROM gw_requests WHERE model = ?", (model,)
+        ).fetchall()

@@ -78,8 +78,14 @@ def inverse_cdf(log_x: np.ndarray, cum: np.ndarray, s) -> np.ndarray:
     s = np.asarray(s, dtype=float)
     if log_x.size == 0:
         return np.full(np.broadcast_shapes(s.shape, cum.shape[:-1] + (1,)), np.nan)
-    if cum.ndim == 1:  # one histogram: numpy's interp is the fast path
-        out = np.interp(s, cum, log_x)
+    if cum.ndim == 1:  # one histogram: the same rule as below, without the broadcasting
+        hi = np.clip(np.searchsorted(cum, s, side="left"), 1, log_x.size - 1)
+        lo = hi - 1
+        c0, c1 = cum[lo], cum[hi]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.where(c1 > c0, (s - c0) / (c1 - c0), 0.0)
+        out = log_x[lo] + np.clip(frac, 0.0, 1.0) * (log_x[hi] - log_x[lo])
+        out = np.where(s <= 0.0, log_x[0], out)
         out = np.where(s == -np.inf, -np.inf, out)
         return np.where(s > cum[-1], np.inf, out)
     j = np.sum(cum[..., None, :] < s[..., :, None], axis=-1)

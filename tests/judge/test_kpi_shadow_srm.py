@@ -51,7 +51,7 @@ def _kpi_verdict(ctr_c: float, n: int = 100_000, **kpi):
 
 def test_kpi_verdicts():
     assert _kpi_verdict(0.09).metrics["kpi"].status == "degraded"  # -10% with a 2% margin
-    assert _kpi_verdict(0.10).metrics["kpi"].status == "healthy"
+    assert _kpi_verdict(0.10, n=1_000_000).metrics["kpi"].status == "healthy"
     assert _kpi_verdict(0.0995, n=1_000_000).metrics["kpi"].status == "healthy"  # inside margin
     assert _kpi_verdict(0.0985, n=1000).metrics["kpi"].status == "inconclusive"
     # Same numbers, but now lower is better: a higher CTR would be the degradation.

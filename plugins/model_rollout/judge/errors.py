@@ -4,7 +4,9 @@ Each error falls in the candidate arm with probability theta; with the candidate
 share rho and rate ratio r, theta = rho r / (rho r + 1 - rho). "Degraded" rejects r <= 1 + tol
 (one-sided Beta mixture, valid at every look); a degradation must also exceed an absolute floor
 so that 3 errors against 1 on a quiet service do not count. "Healthy" needs the mirror-image
-e-value (r < 1 + tol shown) or anytime intervals showing the absolute increase is below the floor.
+e-value (r below 1 + max(tol, floor / baseline rate) shown) or anytime intervals showing that
+the absolute increase is below the floor; either takes on the order of 1 / floor^2 x rate
+requests (about 150k at 1% errors and a 0.1 pp floor), which is why the floor is a policy knob.
 """
 
 from __future__ import annotations
@@ -58,7 +60,11 @@ def judge_errors(
     rate_b, rate_c = eb / nb, ec / nc
     theta0 = float(null_share(rho, 1.0 + tol))
     log_e_deg = float(log_evalue_above(ec, ec + eb, theta0, cfg.concentration))
-    log_e_ok = float(log_evalue_below(ec, ec + eb, theta0, cfg.concentration))
+    # "Healthy" may use the floor as a ratio too: with the baseline's rate known well, an
+    # increase below the floor is a ratio below 1 + floor / rate_b.
+    healthy_ratio = 1.0 + max(tol, cfg.min_absolute_increase / rate_b if rate_b > 0 else 0.0)
+    theta_ok = float(null_share(rho, healthy_ratio))
+    log_e_ok = float(log_evalue_below(ec, ec + eb, theta_ok, cfg.concentration))
     diff = rate_c - rate_b
     # Evidence for humans: an anytime interval on the rate ratio (fixed prior centred on rho).
     a, b = cfg.concentration * rho, cfg.concentration * (1 - rho)
@@ -77,6 +83,7 @@ def judge_errors(
         "traffic_share": rho,
         "null_error_share": theta0,
         "log_evalue_within_tolerance": log_e_ok,
+        "healthy_ratio_bound": healthy_ratio,
     }
     common = dict(
         scale="error-rate ratio candidate/baseline",
@@ -103,9 +110,14 @@ def judge_errors(
         )
         return MetricResult(name, INCONCLUSIVE, reason, **common)
     if log_e_ok >= log_threshold:
+        within = (
+            f"within the {cfg.min_absolute_increase:.3%} floor of"
+            if healthy_ratio > 1.0 + tol
+            else f"below {1 + tol:.2f}x"
+        )
         reason = (
-            f"The error-rate ratio is below {1 + tol:.2f} with confidence "
-            f"(candidate {rate_c:.3%}, baseline {rate_b:.3%})."
+            f"The candidate's error rate {rate_c:.3%} is {within} the baseline's {rate_b:.3%} "
+            f"with confidence (ratio below {healthy_ratio:.2f})."
         )
         return MetricResult(name, HEALTHY, reason, **common)
     if pc_hi - pb_lo <= cfg.min_absolute_increase:

@@ -133,12 +133,13 @@ class KpiConfig(BaseModel):
         "relative", description="Whether `margin` is a fraction of the baseline mean or absolute."
     )
     mixture_scale: float = Field(
-        2.0,
+        0.05,
         gt=0.0,
         le=100.0,
         description=(
-            "Spread of the normal mixture over effects, in units of the margin; 2 puts most "
-            "weight on effects up to twice the margin."
+            "Spread of the normal mixture over effects, as a fraction of the baseline mean "
+            "(0.05: most weight on effects up to about 5%); the baseline's standard deviation "
+            "stands in for the mean when the mean is zero."
         ),
     )
     min_feedback: int = Field(

@@ -61,6 +61,12 @@ def kpi_contrast(mean_c, var_c, n_c, mean_b, var_b, n_b, cfg: KpiConfig):
     return contrast, variance, margin_units
 
 
+def mixture_scale(cfg: KpiConfig, mean_b, var_b):
+    """Spread of the mixture over effects, in outcome units (vectorised); never zero."""
+    unit = np.where(np.abs(mean_b) > 0, np.abs(mean_b), np.sqrt(np.maximum(var_b, 0.0)))
+    return cfg.mixture_scale * np.maximum(unit, 1e-12)
+
+
 def _moments(arm: ArmStats) -> tuple[float, float, float]:
     fb = arm.feedback
     n = fb.count
@@ -96,7 +102,7 @@ def judge_kpi(
     if variance <= 0.0:
         # Every outcome identical in both arms: no noise, the sign of D decides outright.
         variance = 1e-12 * max(1.0, mean_b * mean_b)
-    scale = cfg.mixture_scale * max(margin_units, 1e-9 * max(1.0, abs(mean_b)))
+    scale = mixture_scale(cfg, mean_b, var_b)
     log_e_deg = float(log_evalue_normal_one_sided(-contrast, variance, scale))
     log_e_ok = float(log_evalue_normal_one_sided(contrast, variance, scale))
     half = float(normal_mixture_halfwidth(variance, scale, alpha_metric))

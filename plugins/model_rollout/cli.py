@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from model_rollout.webhooks.events import ALIAS_CREATED, EVENTS_FOR_TRIGGER
+
 DEFAULT_WEBHOOK_NAME = "model-rollout"
 DEFAULT_SECRET_ENV = "MODEL_ROLLOUT_WEBHOOK_SECRET"
 _MAX_WEBHOOK_PAGES = 100
@@ -25,7 +27,6 @@ def _err(msg: str) -> None:
 def _events_from_policies(folder: str | None) -> list[str]:
     """The webhook events the policies' triggers listen to (stage triggers need none)."""
     from model_rollout.policy import PolicyError, load_policy, policy_files
-    from model_rollout.webhooks.events import ALIAS_CREATED, EVENTS_FOR_TRIGGER
 
     wanted = set()
     for path in policy_files(folder):
@@ -81,8 +82,15 @@ def register_webhook(args: argparse.Namespace) -> int:
         return 2
 
     from mlflow import MlflowClient
+    from mlflow.entities.webhook import WebhookEvent
     from mlflow.exceptions import MlflowException
 
+    for e in events:
+        try:
+            WebhookEvent.from_str(e)
+        except Exception:
+            _err(f"--events: unknown MLflow webhook event {e!r} (e.g. {ALIAS_CREATED})")
+            return 2
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     status = "DISABLED" if args.disabled else "ACTIVE"
     try:
@@ -118,11 +126,11 @@ def register_webhook(args: argparse.Namespace) -> int:
             )
             action = "unchanged (secret re-applied)" if same else "updated"
         result = client.test_webhook(hook.webhook_id) if args.test else None
-    except MlflowException as e:
-        _err(f"MLflow at {uri} refused the webhook: {e.message}")
+    except MlflowException as e:  # refused, or unreachable (MLflow wraps connection errors)
+        _err(f"registering the webhook at MLflow {uri} failed: {e.message}")
         return 1
-    except Exception as e:  # unreachable server and friends
-        _err(f"cannot reach MLflow at {uri}: {e}")
+    except Exception as e:
+        _err(f"registering the webhook at MLflow {uri} failed: {e}")
         return 1
     print(
         f"{action}: webhook {hook.webhook_id} {hook.name!r} -> {hook.url} "

@@ -39,6 +39,8 @@ def model_rollout_watcher():
         task_id="start_rollout",
         skip_when_already_exists=True,
         wait_for_completion=False,
+        logical_date=None,  # like UI/REST runs: several runs of a DAG never clash on a date
+        openlineage_inject_parent_info=False,  # conf stays exactly {"version": "<n>"}
         retries=1,
     ).expand_kwargs(plan())
 

@@ -46,6 +46,21 @@ def _stage_name(step: int, first: bool) -> str:
     return f"canary_{step}" if first else f"step_{step}"
 
 
+def _approval(task_id: str, subject: str, body: str, timeout: float):
+    """Airflow's human-in-the-loop approval; a rejection fails the task (and rolls back)."""
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    return ApprovalOperator(
+        task_id=task_id,
+        subject=subject,
+        body=body,
+        fail_on_reject=True,
+        response_timeout=timedelta(seconds=timeout),
+        execution_timeout=None,
+        retries=0,
+    )
+
+
 def _entry_task_id(group: str) -> str:
     return f"{group}.start" if group == "shadow" else f"{group}.set_traffic"
 
@@ -107,14 +122,17 @@ def build_rollout_dag(policy: Policy) -> DAG:
         block = _py("block_promotion", tasks.block_promotion, policy, retries=2)
         blocked >> block
 
-        degraded_markers, previous_gate = [], staging_gate
+        pause = policy.on_inconclusive == "pause"
+        degraded_markers, exits = [], [staging_gate]
         for (group, mode, window), next_id in zip(plan, entry_ids[1:], strict=True):
             with TaskGroup(group):
+                join = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS  # after a gate or a review
                 if mode == "shadow":
-                    start = _py("start", tasks.start_shadow, policy)
+                    start = _py("start", tasks.start_shadow, policy, trigger_rule=join)
                 else:
+                    step = int(mode.split(":")[1])
                     start = _py(
-                        "set_traffic", tasks.set_step_traffic, policy, step=int(mode.split(":")[1])
+                        "set_traffic", tasks.set_step_traffic, policy, step=step, trigger_rule=join
                     )
                 monitor = RolloutMonitorSensor(
                     task_id="monitor",
@@ -131,6 +149,16 @@ def build_rollout_dag(policy: Policy) -> DAG:
                     execution_timeout=None,
                 )
                 degraded = EmptyOperator(task_id="degraded")
+                review = proceed = None
+                if pause:  # inconclusive at window end: a human decides (reject rolls back)
+                    proceed = EmptyOperator(task_id="proceed")
+                    review = _approval(
+                        "review",
+                        f"{policy.model}: {group} inconclusive. Continue the rollout?",
+                        "The judge could not decide within the window. Approve to go on; "
+                        "reject to roll back.",
+                        policy.approval.timeout,
+                    )
                 gate = _py(
                     "gate",
                     tasks.monitor_gate,
@@ -140,32 +168,31 @@ def build_rollout_dag(policy: Policy) -> DAG:
                     stage=group,
                     monitor_task=monitor.task_id,
                     traffic_task=start.task_id,
-                    next_task=next_id,
+                    next_task=proceed.task_id if proceed else next_id,
+                    review_task=review.task_id if review else None,
                     degraded_task=degraded.task_id,
                 )
                 start >> monitor >> gate >> degraded
-            previous_gate >> start
+                if pause:
+                    gate >> [proceed, review]
+            exits >> start
             degraded_markers.append(degraded)
-            previous_gate = gate
+            exits = [proceed, review] if pause else [gate]
 
         if policy.approval.required:
-            from airflow.providers.standard.operators.hitl import ApprovalOperator
-
-            approval = ApprovalOperator(
-                task_id="approval",
-                subject=f"Promote {policy.model} to 100%?",
-                body="Every stage was judged healthy. Approve to cut over; reject to roll back.",
-                fail_on_reject=True,
-                response_timeout=timedelta(seconds=policy.approval.timeout),
-                execution_timeout=None,
-                retries=0,
+            approval = _approval(
+                "approval",
+                f"Promote {policy.model} to 100%?",
+                "Every stage was judged healthy. Approve to cut over; reject to roll back.",
+                policy.approval.timeout,
             )
-            previous_gate >> approval
-            previous_gate = approval
+            approval.trigger_rule = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+            exits >> approval
+            exits = [approval]
         cut = _py(
             "cutover", tasks.cutover, policy, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
         )
-        [previous_gate, first_rollout] >> cut
+        [*exits, first_rollout] >> cut
 
         with TaskGroup("rollback"):
             detected = EmptyOperator(

@@ -271,7 +271,9 @@ def set_step_traffic(policy: Policy, step: int, **context) -> dict[str, Any]:
     weights = {r["candidate"]: step, r["incumbent"]: 100 - step}
     route = backend.set_traffic(policy.model, weights, [], staging=None)
     _registry().set_tags(
-        policy.model, r["candidate"], {"stage": f"step_{step}", "traffic_percent": str(step)}
+        policy.model,
+        r["candidate"],
+        {"stage": context["ti"].task_id.split(".")[0], "traffic_percent": str(step)},
     )
     return {"applied_at": _now(), "generation": route.generation, "weights": route.weights}
 
@@ -284,26 +286,38 @@ def monitor_gate(
     traffic_task: str,
     next_task: str,
     degraded_task: str,
+    review_task: str | None = None,
     **context,
 ) -> str:
-    """Branch on the monitor's outcome; a failed or timed-out monitor counts as degraded."""
+    """Branch on the monitor's outcome; a failed or timed-out monitor counts as degraded.
+
+    Healthy goes on; inconclusive goes to a human review when the policy says `pause`, else
+    rolls back (an `extend` policy has already had its extension inside the monitor).
+    """
     ti = context["ti"]
     event = ti.xcom_pull(task_ids=monitor_task)
     if not event:
         why = _failure_of(ti, [traffic_task]) or f"{monitor_task} failed or timed out"
         decision = {"stage": stage, "outcome": "failed", "reason": why}
+        target = degraded_task
     else:
         verdict = event.get("verdict") or {}
         outcome = event.get("outcome")
-        reason = verdict.get("reason") or outcome
-        decision = {"stage": stage, "outcome": outcome, "reason": reason, "verdict": verdict}
-        if outcome == "healthy" or (
-            outcome == "inconclusive" and policy.on_inconclusive == "pause"
-        ):
-            ti.xcom_push("decision", decision)
-            return next_task
+        decision = {
+            "stage": stage,
+            "outcome": outcome,
+            "reason": verdict.get("reason") or outcome,
+            "looks": event.get("looks"),
+            "verdict": verdict,
+        }
+        if outcome == "healthy":
+            target = next_task
+        elif outcome == "inconclusive" and review_task:
+            target = review_task
+        else:
+            target = degraded_task
     ti.xcom_push("decision", decision)
-    return degraded_task
+    return target
 
 
 @records_failure

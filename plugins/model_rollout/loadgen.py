@@ -1,0 +1,165 @@
+"""Bounded synthetic traffic with business feedback, for the demo, the tests and the benchmarks.
+
+Why in the package: the demo, the rollout tests and the reliability checks all need the same
+thing — live-looking requests to the gateway plus a delayed business outcome per request —
+and all of it must stay bounded in count and time and only ever target loopback.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import requests
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def ensure_loopback(url: str) -> None:
+    """Refuse any target but this machine: load is never sent anywhere else."""
+    host = urlparse(url).hostname or ""
+    if host not in LOOPBACK and not host.startswith("127."):
+        raise ValueError(f"load generator targets loopback only, got {url!r}")
+
+
+@dataclass
+class TrafficStats:
+    """What the generator saw: answers per version, failures, feedback sent."""
+
+    sent: int = 0
+    answered: Counter = field(default_factory=Counter)
+    failed: Counter = field(default_factory=Counter)
+    feedback: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> int:
+        return sum(self.answered.values())
+
+
+class Traffic:
+    """Sends scoring requests (and feedback) to one model at a target rate, in threads.
+
+    :param url: gateway base URL (loopback only).
+    :param model: registered model name.
+    :param payload: callable giving (request body, routing key or None) for request i.
+    :param rate: target requests per second over all workers.
+    :param max_requests: hard bound on requests sent.
+    :param max_seconds: hard bound on run time.
+    :param conversion: version -> probability that a request answered by it "converts";
+        the outcome (1/0) is posted as feedback. None: no feedback.
+    :param workers: concurrent client threads (keep-alive sessions).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        payload: Callable[[int], tuple[dict, str | None]],
+        *,
+        rate: float = 100.0,
+        max_requests: int = 100_000,
+        max_seconds: float = 600.0,
+        conversion: dict[str, float] | Callable[[str], float] | None = None,
+        workers: int = 2,
+        seed: int = 0,
+    ):
+        ensure_loopback(url)
+        self.url = url.rstrip("/")
+        self.model = model
+        self.payload = payload
+        self.rate = rate
+        self.max_requests = max_requests
+        self.max_seconds = max_seconds
+        self.conversion = conversion
+        self.workers = workers
+        self.stats = TrafficStats()
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._next = 0
+        self._t0 = 0.0
+
+    def _p_convert(self, version: str) -> float | None:
+        if self.conversion is None:
+            return None
+        if callable(self.conversion):
+            return self.conversion(version)
+        return self.conversion.get(version, self.conversion.get("*", 0.0))
+
+    def _take(self) -> int | None:
+        with self._lock:
+            if self._next >= self.max_requests or self._stop.is_set():
+                return None
+            i = self._next
+            self._next += 1
+        due = self._t0 + i / self.rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            self._stop.wait(delay)
+        if self._stop.is_set() or time.monotonic() - self._t0 > self.max_seconds:
+            return None
+        return i
+
+    def _worker(self) -> None:
+        s = requests.Session()
+        invoke = f"{self.url}/models/{self.model}/invocations"
+        feedback = f"{self.url}/models/{self.model}/feedback"
+        while (i := self._take()) is not None:
+            body, key = self.payload(i)
+            headers = {"X-Routing-Key": key} if key else {}
+            try:
+                r = s.post(invoke, json=body, headers=headers, timeout=10)
+            except requests.RequestException as e:
+                with self._lock:
+                    self.stats.sent += 1
+                    self.stats.failed["connection"] += 1
+                    if len(self.stats.errors) < 20:
+                        self.stats.errors.append(str(e))
+                continue
+            version = r.headers.get("X-Model-Version", "?")
+            with self._lock:
+                self.stats.sent += 1
+                if r.status_code == 200:
+                    self.stats.answered[version] += 1
+                else:
+                    self.stats.failed[f"{version}:{r.status_code}"] += 1
+            p = self._p_convert(version)
+            if p is not None and r.status_code == 200:
+                with self._lock:
+                    outcome = 1.0 if self._rng.random() < p else 0.0
+                rid = r.headers.get("X-Request-Id")
+                try:
+                    fr = s.post(feedback, json={"request_id": rid, "outcome": outcome}, timeout=10)
+                    if fr.status_code < 300:
+                        with self._lock:
+                            self.stats.feedback += 1
+                except requests.RequestException:
+                    pass
+
+    def start(self) -> Traffic:
+        self._t0 = time.monotonic()
+        self._threads = [
+            threading.Thread(target=self._worker, daemon=True) for _ in range(self.workers)
+        ]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self, timeout: float = 15.0) -> TrafficStats:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        return self.stats
+
+    def __enter__(self) -> Traffic:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,334 @@
+"""The real rollout DAGs under dag.test(), against a real MLflow server and the real gateway.
+
+Synthetic traffic (with business feedback) flows through the gateway for the whole run; each
+test asserts task states, the gateway's route and the registry's aliases and tags. Windows are
+compressed to seconds by the test policies.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from support.models import iris_rows, register_iris_version, scoring_payload
+from support.servers import GatewayProcess
+
+from model_rollout.loadgen import Traffic
+
+ROOT = Path(__file__).resolve().parents[2]
+HOLDOUT = ROOT / "include" / "data" / "iris_holdout.csv"
+
+POLICY = """
+steps: [25, 50, 100]
+step_duration: 8
+poll_interval: 1
+on_inconclusive: extend
+task_retries: 0
+retry_delay: 1
+shadow: {{enabled: {shadow}, duration: 5}}
+staging: {{sample_requests: 10, latency_budget_p99_ms: 3000}}
+holdout: {{path: {holdout}, target: species, metric: accuracy, tolerance: 0.05}}
+stability_window: 1
+judge:
+  alpha: 0.05
+  min_samples: 80
+  errors: {{max_relative_increase: 0.5, min_absolute_increase: 0.03}}
+  latency: {{quantiles: [0.5], tolerance: 3.0}}
+  latency_tail: {{enabled: false}}
+  kpi: {{enabled: {kpi}, margin: 0.5, min_feedback: 40}}
+  shadow: {{max_disagreement: 0.1}}
+  output_drift: {{max_total_variation: 0.3}}
+"""
+
+# model name -> (shadow enabled, kpi judged)
+MODELS = {
+    "ro_healthy": (True, False),
+    "ro_errors": (False, False),
+    "ro_latency": (False, False),
+    "ro_kpi": (False, True),
+    "ro_shadow": (True, False),
+    "ro_unloadable": (True, False),
+    "ro_signature": (True, False),
+    "ro_raises_task": (False, False),
+    "ro_retry": (False, False),
+}
+
+
+@dataclass
+class Env:
+    tracking_uri: str
+    gateway: GatewayProcess
+    bag: object
+
+    def dag(self, model: str):
+        return self.bag.get_dag(f"model_rollout__{model}")
+
+    def route(self, model: str) -> dict:
+        r = requests.get(
+            f"{self.gateway.url}/admin/models/{model}/route", headers=self.gateway.auth, timeout=10
+        )
+        r.raise_for_status()
+        return r.json()
+
+    def registry(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+
+@pytest.fixture(scope="module")
+def env(mlflow_server, airflow_db, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("policies")
+    for name, (shadow, kpi) in MODELS.items():
+        text = POLICY.format(shadow=str(shadow).lower(), kpi=str(kpi).lower(), holdout=HOLDOUT)
+        (folder / f"{name}.yaml").write_text(text)
+    gw = GatewayProcess(tmp_path_factory.mktemp("gateway"), tracking_uri=mlflow_server).start()
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "MODEL_ROLLOUT_POLICIES",
+            "MLFLOW_TRACKING_URI",
+            "MODEL_GATEWAY_URL",
+            "MODEL_GATEWAY_TOKEN",
+        )
+    }
+    os.environ.update(
+        MODEL_ROLLOUT_POLICIES=str(folder),
+        MLFLOW_TRACKING_URI=mlflow_server,
+        MODEL_GATEWAY_URL=gw.url,
+        MODEL_GATEWAY_TOKEN=gw.token,
+    )
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    yield Env(mlflow_server, gw, bag)
+    gw.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def champion_serving(env: Env, model: str) -> str:
+    """Register a good v1 as champion and put it at 100% in the gateway (production today)."""
+    from model_rollout.backends.gateway import GatewayBackend
+
+    v1 = register_iris_version(env.tracking_uri, model, kind="good", alias="champion")
+    backend = GatewayBackend(env.gateway.url, env.gateway.token)
+    backend.deploy(model, v1)
+    backend.set_traffic(model, {v1: 100}, [])
+    return v1
+
+
+ROWS = iris_rows(500, seed=1)
+
+
+def traffic(env: Env, model: str, conversion=None, rate: float = 150.0) -> Traffic:
+    return Traffic(
+        env.gateway.url,
+        model,
+        lambda i: (scoring_payload([ROWS[i % len(ROWS)]]), None),
+        rate=rate,
+        max_requests=40_000,
+        max_seconds=240,
+        conversion=conversion,
+        workers=3,
+    )
+
+
+def states(dr) -> dict[str, str]:
+    return {
+        ti.task_id: str(ti.state.value if hasattr(ti.state, "value") else ti.state)
+        for ti in dr.get_task_instances()
+    }
+
+
+def run(env: Env, model: str, version: str, **traffic_kw):
+    with traffic(env, model, **traffic_kw) as t:
+        dr = env.dag(model).test(run_conf={"version": version})
+    return dr, states(dr), t.stats
+
+
+def version_tags(env: Env, model: str, version: str) -> dict[str, str]:
+    return dict(env.registry().get_model_version(model, version).tags)
+
+
+def aliases(env: Env, model: str) -> dict[str, str]:
+    return {k: str(v) for k, v in env.registry().get_registered_model(model).aliases.items()}
+
+
+def assert_rolled_back(env, model, v1, v2, dr, st, stage):
+    assert str(dr.state) in ("failed", "DagRunState.FAILED"), st
+    assert st["rollback.restore_traffic"] == "success", st
+    assert st["rollback.record"] == "success", st
+    assert st["rollback.fail_run"] == "failed", st
+    assert st["cutover"] in ("skipped", "upstream_failed"), st
+    route = env.route(model)
+    assert route["weights"] == {v1: 100}, route
+    assert route["shadows"] == [] and route["staging"] is None, route
+    tags = version_tags(env, model, v2)
+    assert tags["rollout.state"] == "rolled_back", tags
+    assert tags["rollout.reason"].startswith(stage), tags
+    assert tags.get("rollout.evidence_run_id")
+    al = aliases(env, model)
+    assert al.get("champion") == v1 and "challenger" not in al, al
+
+
+def test_healthy_candidate_is_promoted_and_previous_kept_in_standby(env):
+    model = "ro_healthy"
+    v1 = champion_serving(env, model)
+    v2 = register_iris_version(env.tracking_uri, model, kind="good")
+    dr, st, stats = run(env, model, v2, conversion={"*": 0.3})
+    print("STATES", st, "\nTAGS", version_tags(env, model, v2))
+    assert str(dr.state) in ("success", "DagRunState.SUCCESS"), sorted(st.items())
+    for task in (
+        "resolve",
+        "staging.gate",
+        "shadow.monitor",
+        "canary_25.monitor",
+        "step_50.monitor",
+        "cutover",
+    ):
+        assert st[task] == "success", (task, st)
+    assert st["rollback.start"] == "skipped" and st["block_promotion"] == "skipped", st
+    assert env.route(model)["weights"] == {v2: 100}
+    al = aliases(env, model)
+    assert al["champion"] == v2 and al["standby"] == v1 and "challenger" not in al, al
+    assert version_tags(env, model, v2)["rollout.state"] == "promoted"
+    assert version_tags(env, model, v1)["rollout.state"] == "standby"
+    assert sum(stats.failed.values()) == 0, stats.failed
+    assert stats.answered[v2] > 0 and stats.feedback > 0
+
+
+def test_error_regression_rolls_back_at_the_canary(env):
+    model = "ro_errors"
+    v1 = champion_serving(env, model)
+    v2 = register_iris_version(env.tracking_uri, model, kind="raises", p=0.3)
+    dr, st, _ = run(env, model, v2)
+    assert st["canary_25.degraded"] == "success", st
+    assert_rolled_back(env, model, v1, v2, dr, st, "canary_25")
+    assert "errors" in version_tags(env, model, v2)["rollout.verdict"]
+
+
+def test_latency_regression_rolls_back(env):
+    model = "ro_latency"
+    v1 = champion_serving(env, model)
+    v2 = register_iris_version(env.tracking_uri, model, kind="slow", delay_ms=40)
+    dr, st, _ = run(env, model, v2)
+    assert st["canary_25.degraded"] == "success", st
+    assert_rolled_back(env, model, v1, v2, dr, st, "canary_25")
+
+
+def test_kpi_regression_rolls_back(env):
+    model = "ro_kpi"
+    v1 = champion_serving(env, model)
+    v2 = register_iris_version(env.tracking_uri, model, kind="good")
+    dr, st, _ = run(env, model, v2, conversion={v1: 0.6, v2: 0.15})
+    degraded = [t for t in ("canary_25.degraded", "step_50.degraded") if st.get(t) == "success"]
+    assert degraded, st
+    assert_rolled_back(env, model, v1, v2, dr, st, degraded[0].split(".")[0])
+    assert "kpi" in version_tags(env, model, v2)["rollout.reason"].lower()
+
+
+def test_shadow_divergence_rolls_back_before_any_user_sees_the_candidate(env):
+    model = "ro_shadow"
+    v1 = champion_serving(env, model)
+    v2 = register_iris_version(env.tracking_uri, model, kind="flipped")
+    dr, st, stats = run(env, model, v2)
+    assert st["shadow.degraded"] == "success", st
+    assert_rolled_back(env, model, v1, v2, dr, st, "shadow")
+    assert stats.answered[v2] == 0, stats.answered
+    assert "canary_25.set_traffic" in st and st["canary_25.set_traffic"] == "skipped"
+
+
+def test_unloadable_artifact_is_blocked_at_staging(env):
+    model = "ro_unloadable"
+    v1 = champion_serving(env, model)
+    v2 = register_iris_version(env.tracking_uri, model, kind="unloadable")
+    dr, st, _ = run(env, model, v2)
+    assert str(dr.state) in ("failed", "DagRunState.FAILED")
+    assert st["staging.deploy"] == "failed" and st["staging.blocked"] == "success", st
+    assert st["block_promotion"] == "failed" and st["shadow.start"] == "skipped", st
+    assert st["rollback.start"] == "skipped", st
+    tags = version_tags(env, model, v2)
+    assert (
+        tags["rollout.state"] == "blocked" and "staging.deploy failed" in tags["rollout.reason"]
+    ), tags
+    assert env.route(model)["weights"] == {v1: 100}
+    assert aliases(env, model).get("champion") == v1
+
+
+def test_incompatible_signature_is_blocked_at_staging(env):
+    model = "ro_signature"
+    v1 = champion_serving(env, model)
+    v2 = register_iris_version(env.tracking_uri, model, kind="incompatible")
+    dr, st, _ = run(env, model, v2)
+    assert st["staging.blocked"] == "success" and st["block_promotion"] == "failed", st
+    tags = version_tags(env, model, v2)
+    assert tags["rollout.state"] == "blocked", tags
+    assert "signature" in tags["rollout.reason"] or "offline" in tags["rollout.reason"], tags
+    route = env.route(model)
+    assert route["weights"] == {v1: 100} and route["staging"] is None, route
+
+
+def test_task_failing_mid_canary_rolls_back(env, monkeypatch):
+    """The gateway refuses the 50% step (fault injected in the backend): rollback follows."""
+    from model_rollout.backends.base import TrafficError
+    from model_rollout.backends.gateway import GatewayBackend
+
+    model = "ro_raises_task"
+    v1 = champion_serving(env, model)
+    v2 = register_iris_version(env.tracking_uri, model, kind="good")
+    real = GatewayBackend.set_traffic
+
+    def flaky(self, m, weights, shadows=(), **kw):
+        if m == model and weights.get(v2) == 50:
+            raise TrafficError("injected: gateway refused the 50% step")
+        return real(self, m, weights, shadows, **kw)
+
+    monkeypatch.setattr(GatewayBackend, "set_traffic", flaky)
+    dr, st, _ = run(env, model, v2)
+    assert st["step_50.set_traffic"] == "failed", st
+    assert_rolled_back(env, model, v1, v2, dr, st, "step_50")
+    assert "injected" in version_tags(env, model, v2)["rollout.reason"]
+
+
+def test_rollback_retried_reaches_the_same_end_state(env, monkeypatch):
+    """restore_traffic dies after changing the route; its retry converges, applies nothing twice."""
+    from model_rollout.backends.gateway import GatewayBackend
+
+    model = "ro_retry"
+    v1 = champion_serving(env, model)
+    v2 = register_iris_version(env.tracking_uri, model, kind="raises", p=0.5)
+    calls = {"retire": 0, "route_writes": []}
+    real_retire, real_set = GatewayBackend.retire, GatewayBackend.set_traffic
+
+    def retire_dies_once(self, m, version):
+        calls["retire"] += 1
+        if m == model and calls["retire"] == 1:
+            raise RuntimeError("injected: worker died after restoring traffic")
+        return real_retire(self, m, version)
+
+    def counting_set(self, m, weights, shadows=(), **kw):
+        route = real_set(self, m, weights, shadows, **kw)
+        if m == model:
+            calls["route_writes"].append(route.generation)
+        return route
+
+    monkeypatch.setattr(GatewayBackend, "retire", retire_dies_once)
+    monkeypatch.setattr(GatewayBackend, "set_traffic", counting_set)
+    dr, st, _ = run(env, model, v2)
+    assert calls["retire"] >= 2, calls
+    assert_rolled_back(env, model, v1, v2, dr, st, "canary_25")
+    # The retry found the route already restored: the last two writes left one generation.
+    assert calls["route_writes"][-1] == calls["route_writes"][-2], calls
+    gen = env.route(model)["generation"]
+    GatewayBackend(env.gateway.url, env.gateway.token).set_traffic(
+        model, {v1: 100}, [], staging=None
+    )
+    assert env.route(model)["generation"] == gen

@@ -18,7 +18,6 @@ Reuse from any test folder:
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import uuid
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from support.pg import require_postgres  # noqa: E402
 from support.servers import GatewayProcess, MlflowServer  # noqa: E402
 
 REGISTRY_MODEL = "iris-test"
@@ -88,25 +88,6 @@ def gateway_factory(tmp_path, mlflow_server):
     yield start
     for gw in started:
         gw.stop()
-
-
-def _postgres_answers(host: str = "127.0.0.1", port: int = 5432) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def require_postgres() -> str:
-    """URL of the machine's PostgreSQL; skip without one (fail when CI=true)."""
-    url = os.environ.get("MODEL_ROLLOUT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    if not _postgres_answers():
-        msg = "PostgreSQL does not answer on 127.0.0.1:5432"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{msg}; CI=true requires it")
-        pytest.skip(msg)
-    return url
 
 
 @pytest.fixture(scope="session")

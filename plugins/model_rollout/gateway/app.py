@@ -64,7 +64,55 @@ async def prometheus(request: Request) -> Response:
     return PlainTextResponse(metrics.render(gw), media_type=metrics.CONTENT_TYPE)
 
 
-def create_app(settings: Settings) -> Starlette:
+class GatewayApp:
+    """ASGI entry: scoring requests take a direct path (no router, no middleware stack, no
+    Request object), everything else goes to the Starlette app. This is the hot path; it saves
+    a few hundred microseconds of CPU per request on a 2-core machine."""
+
+    def __init__(self, app: Starlette, gateway: Gateway):
+        self.app = app
+        self.state = app.state
+        self.gateway = gateway
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith("/models/") and path.endswith("/invocations"):
+                name = path[8:-12]
+                if name and "/" not in name:
+                    await self._invocations(name, scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _invocations(self, name: str, scope, receive, send) -> None:
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        ctype = rkey = rid = None
+        for k, v in scope["headers"]:
+            if k == b"content-type":
+                ctype = v.decode("latin-1")
+            elif k == b"x-routing-key":
+                rkey = v.decode("latin-1")
+            elif k == b"x-request-id":
+                rid = v.decode("latin-1")
+        ans = await self.gateway.invoke(name, body, ctype, rkey, rid)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(ans.body)).encode()),
+        ]
+        headers.extend((k.encode(), v.encode("latin-1")) for k, v in ans.headers.items())
+        await send({"type": "http.response.start", "status": ans.status, "headers": headers})
+        await send({"type": "http.response.body", "body": ans.body})
+
+
+def create_app(settings: Settings) -> GatewayApp:
     """The gateway as a Starlette app; its lifespan restores state and flushes on shutdown."""
     gateway = Gateway(settings)
 
@@ -88,4 +136,4 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    return app
+    return GatewayApp(app, gateway)

@@ -26,6 +26,8 @@ class Settings:
     :param shadow_queue_size: mirrored requests that may wait per shadow version; more are dropped.
     :param shadow_batch_wait: seconds a shadow worker lets copies pile up before predicting, so
         shadows run as few large batches and cost the primary path little CPU.
+    :param switch_interval: the interpreter's GIL switch interval (seconds); shorter than
+        Python's 5 ms default so a predict thread cannot stall the event loop for long.
     :param log_queue_limit: request-log rows that may wait for the writer before new ones are
         dropped (and counted) rather than letting memory grow without bound.
     :param replica_id: names this process's statistics rows; unique per start.
@@ -44,7 +46,8 @@ class Settings:
     predict_timeout: float = 30.0
     upstream_timeout: float = 30.0
     shadow_queue_size: int = 1000
-    shadow_batch_wait: float = 0.005
+    shadow_batch_wait: float = 0.05
+    switch_interval: float = 0.001
     log_queue_limit: int = 1_000_000
     reload_retry_interval: float = 5.0
     replica_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])

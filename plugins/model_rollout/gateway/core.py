@@ -78,6 +78,8 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._last_retry: dict[tuple[str, str], float] = {}
         self.restored = False
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._seq = 0
         self.started_at = time.time()
         self.mirror = ShadowMirror(
             queue_size=settings.shadow_queue_size,
@@ -90,6 +92,10 @@ class Gateway:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        if self.settings.switch_interval:
+            import sys
+
+            sys.setswitchinterval(self.settings.switch_interval)
         if self.settings.mlflow_tracking_uri:
             import os
 
@@ -125,6 +131,12 @@ class Gateway:
         for lv in list(self.versions.values()):
             await lv.close()
         await asyncio.to_thread(self.store.close)
+
+    def _new_id(self) -> str:
+        """A request id unique across replicas and restarts: a random per-process prefix and a
+        counter (uuid4 costs a getrandom syscall per request)."""
+        self._seq += 1
+        return f"{self._id_prefix}{self._seq:016x}"
 
     def _lock(self, model: str) -> asyncio.Lock:
         lock = self._locks.get(model)
@@ -316,6 +328,7 @@ class Gateway:
             )
         except RouteError as exc:
             raise GatewayError(422, str(exc), "INVALID_PARAMETER_VALUE") from None
+        await self._load_registered(model, route.referenced())
         async with self._lock(model):
             missing = sorted(
                 (
@@ -348,6 +361,28 @@ class Gateway:
             self._pending.pop(model, None)
             return installed.to_dict()
 
+    async def _load_registered(self, model: str, versions: set[str]) -> None:
+        """Load versions that another replica registered in the shared store but this one has
+        not loaded yet (a route may be set through any replica)."""
+        absent = [
+            v
+            for v in versions
+            if getattr(self.versions.get((model, v)), "status", None) != "loaded"
+        ]
+        if not absent:
+            return
+        registry = {
+            (m, v): (s, k) for m, v, s, k in await asyncio.to_thread(self.store.load_versions)
+        }
+        tasks = [
+            self._start_load(model, v, *registry[(model, v)])
+            for v in absent
+            if (model, v) in registry
+            and (self._loads.get((model, v)) or (model, v) not in self.versions)
+        ]
+        if tasks:
+            await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
+
     # -- data plane ---------------------------------------------------------------------------
     async def invoke(
         self,
@@ -358,7 +393,7 @@ class Gateway:
         request_id: str | None,
         arm: str = "primary",
     ) -> Answer:
-        rid = request_id or uuid.uuid4().hex
+        rid = request_id or self._new_id()
         route = self.routes.get(model)
         if route is None:
             if self._known(model):

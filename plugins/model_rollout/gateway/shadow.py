@@ -88,7 +88,7 @@ class ShadowMirror:
         q = lane.queue
         while True:
             first = await q.get()
-            if self.batch_wait > 0:
+            if self.batch_wait > 0 and q.qsize() < self.max_batch_rows:
                 await asyncio.sleep(self.batch_wait)
             copies = [first]
             rows = first.req.n_rows or 1
@@ -102,16 +102,11 @@ class ShadowMirror:
                 self.dropped[key] = self.dropped.get(key, 0) + len(copies)
                 continue
             try:
-                results = await asyncio.gather(
-                    *(target.predict(c.req, self.timeout) for c in copies), return_exceptions=True
-                )
+                results = await target.predict_many([c.req for c in copies], self.timeout)
             except Exception:  # noqa: BLE001 - a shadow never takes the gateway down
                 log.exception("shadow %s/%s failed", model, version)
                 continue
             for c, res in zip(copies, results, strict=True):
-                if isinstance(res, BaseException):
-                    log.warning("shadow %s/%s raised %r", model, version, res)
-                    continue
                 try:
                     self._on_result(model, version, c, res)
                 except Exception:  # noqa: BLE001

@@ -1,0 +1,323 @@
+"""Gateway vs `mlflow models serve`, same model, same load generator, one run.
+
+(a) `mlflow models serve` (its own uvicorn, 1 worker), (b) the gateway serving one version,
+(c) the gateway splitting 95/5 over two versions, request log and statistics on, (d) (c) plus
+a shadow mirrored on 100% of requests. Concurrency 1, 4 and 16; requests/s, p50, p99 and their
+ratio to (a). Also the gateway's own overhead per request over calling predict directly.
+
+Writes the results table into docs/benchmarks.md. Everything runs on 127.0.0.1; the load
+generator is bounded in requests and in time, and shares the machine's cores with the servers.
+
+    .venv/bin/python bench/gateway_benchmark.py [--requests 3000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import httpx  # noqa: E402
+import orjson  # noqa: E402
+from support.load import percentile, run_load  # noqa: E402
+from support.models import IRIS_COLUMNS, iris_rows, register_iris_version, scoring_payload  # noqa: E402
+from support.servers import (  # noqa: E402
+    GatewayProcess,
+    MlflowServer,
+    env_with_venv,
+    free_port,
+    stop_process,
+    wait_http,
+)
+
+CONCURRENCY = (1, 4, 16)
+TOKEN = "bench-token"
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def measure(
+    url: str, bodies: list[bytes], total: int, concurrency: int, max_seconds: float
+) -> dict:
+    def make(i: int):
+        return bodies[i % len(bodies)], {}
+
+    # warm-up: connections, batcher threads, caches
+    asyncio.run(
+        run_load(
+            url,
+            make,
+            total=min(300, total),
+            concurrency=concurrency,
+            max_seconds=20,
+            keep_responses=False,
+        )
+    )
+    res = asyncio.run(
+        run_load(
+            url,
+            make,
+            total=total,
+            concurrency=concurrency,
+            max_seconds=max_seconds,
+            keep_responses=False,
+        )
+    )
+    lat = res.latencies(200)
+    bad = len(res.responses) - res.ok + len(res.failures)
+    return {
+        "rps": res.ok / res.elapsed_s if res.elapsed_s else 0.0,
+        "p50": percentile(lat, 0.5),
+        "p99": percentile(lat, 0.99),
+        "mean": statistics.fmean(lat) if lat else float("nan"),
+        "n": res.ok,
+        "bad": bad,
+    }
+
+
+def direct_costs(tracking_uri: str, name: str, version: str, n: int = 400) -> dict:
+    """Per-call cost of predict in-process: the floor the gateway's overhead is measured from."""
+    import mlflow.pyfunc
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    schema = model.metadata.get_input_schema()
+    payloads = [scoring_payload(iris_rows(1, seed=i)) for i in range(50)]
+    frames = [infer_and_parse_data(p, schema) for p in payloads]
+    for f in frames[:20]:
+        model.predict(f)
+    t0 = time.perf_counter()
+    for i in range(n):
+        model.predict(frames[i % 50])
+    predict_us = (time.perf_counter() - t0) / n * 1e6
+    bodies = [orjson.dumps(p) for p in payloads]
+    t0 = time.perf_counter()
+    for i in range(n):
+        model.predict(infer_and_parse_data(orjson.loads(bodies[i % 50]), schema))
+    parse_predict_us = (time.perf_counter() - t0) / n * 1e6
+    batch = infer_and_parse_data(scoring_payload(iris_rows(16, seed=1)), schema)
+    assert list(batch.columns) == IRIS_COLUMNS
+    t0 = time.perf_counter()
+    for _ in range(n // 4):
+        model.predict(batch)
+    batch16_us = (time.perf_counter() - t0) / (n // 4) * 1e6
+    return {
+        "predict_us": predict_us,
+        "parse_predict_us": parse_predict_us,
+        "batch16_us": batch16_us,
+    }
+
+
+def admin(gw: GatewayProcess) -> httpx.Client:
+    return httpx.Client(base_url=gw.url, headers=gw.auth, timeout=120)
+
+
+def setup_gateway(gw: GatewayProcess, name: str) -> None:
+    with admin(gw) as c:
+        for model, versions in {"b": ["1"], "c": ["1", "2"], "d": ["1", "2", "3"]}.items():
+            for v in versions:
+                r = c.put(
+                    f"/admin/models/{model}/versions/{v}", json={"uri": f"models:/{name}/{v}"}
+                )
+                r.raise_for_status()
+        for model, route in {
+            "b": {"weights": {"1": 100}},
+            "c": {"weights": {"1": 95, "2": 5}},
+            "d": {"weights": {"1": 95, "2": 5}, "shadows": ["3"]},
+        }.items():
+            r = c.put(f"/admin/models/{model}/route", json={"generation": 0, **route})
+            r.raise_for_status()
+
+
+def write_doc(
+    path: Path, rows: list[dict], direct: dict, overhead: dict, args, notes: list[str]
+) -> None:
+    base = {r["c"]: r for r in rows if r["target"] == "a"}
+    lines = [
+        "# Gateway benchmark",
+        "",
+        f"Run {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by `bench/gateway_benchmark.py` on "
+        f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), Python {platform.python_version()}. "
+        "Model: iris LogisticRegression logged with `mlflow.sklearn` (signature, explicit pip requirements), "
+        "registered in a real `mlflow server`. Every request is one row in `dataframe_split` form.",
+        "",
+        "- (a) `mlflow models serve -m models:/bench-iris/1 --env-manager local` (uvicorn, 1 worker)",
+        "- (b) the gateway, one version, 100%",
+        "- (c) the gateway, 95/5 over two versions (request log and statistics always on)",
+        "- (d) (c) plus a third version shadowing 100% of requests",
+        "",
+        "The load generator (`tests/support/load.py`: asyncio streams, HTTP/1.1 keep-alive, one "
+        "connection per concurrent client, bounded by request count and time) runs on the same 2 "
+        f"cores as the server under test, so every figure includes the client's CPU. {args.requests} "
+        "measured requests per cell after a warm-up of 300. Latency is client-observed.",
+        "",
+        "| target | conc. | req/s | p50 ms | p99 ms | req/s vs (a) | p50 vs (a) | p99 vs (a) | non-200 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        a = base.get(r["c"])
+
+        def ratio(k: str, r=r, a=a) -> str:
+            return f"{r[k] / a[k]:.2f}x" if a else ""
+
+        lines.append(
+            f"| ({r['target']}) | {r['c']} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+            f"{ratio('rps')} | {ratio('p50')} | {ratio('p99')} | {r['bad']} |"
+        )
+    c16 = {r["target"]: r for r in rows if r["c"] == 16}
+    lines += ["", "## Targets", ""]
+    if {"a", "c", "d"} <= set(c16):
+        a, c, d = c16["a"], c16["c"], c16["d"]
+        lines.append(
+            f"- (c) at concurrency 16 serves {c['rps'] / a['rps']:.2f}x the requests/s of (a) "
+            f"(target >= 1.5x): **{'met' if c['rps'] >= 1.5 * a['rps'] else 'missed'}**; "
+            f"p99 {c['p99']:.2f} ms vs {a['p99']:.2f} ms (target: no worse): "
+            f"**{'met' if c['p99'] <= a['p99'] else 'missed'}**."
+        )
+    for conc in CONCURRENCY:
+        cc = {r["target"]: r for r in rows if r["c"] == conc}
+        if {"c", "d"} <= set(cc):
+            c, d = cc["c"], cc["d"]
+            lines.append(
+                f"- concurrency {conc}: (d) primary p50 {d['p50']:.2f} ms vs (c) {c['p50']:.2f} ms "
+                f"({(d['p50'] / c['p50'] - 1) * 100:+.1f}%; target within 10%): "
+                f"**{'met' if d['p50'] <= 1.1 * c['p50'] else 'missed'}**."
+            )
+    lines += [
+        "",
+        "## Where the time goes (one row, in-process, no HTTP)",
+        "",
+        f"- `pyfunc.predict(DataFrame of 1 row)`: {direct['predict_us']:.0f} us per call",
+        f"- parse the JSON body with MLflow's parser + predict: {direct['parse_predict_us']:.0f} us per call",
+        f"- `pyfunc.predict(DataFrame of 16 rows)`: {direct['batch16_us']:.0f} us per call "
+        f"({direct['batch16_us'] / 16:.0f} us per row)",
+        f"- the gateway at concurrency 1, client-observed mean: {overhead['client_mean_us']:.0f} us; its own "
+        f"model-call time (statistics `latency_sum_ms`/requests): {overhead['server_model_us']:.0f} us",
+        f"- **gateway overhead per request over calling parse + predict directly: "
+        f"{overhead['client_mean_us'] - direct['parse_predict_us']:.0f} us** (HTTP, routing, thread hop, "
+        f"logging, statistics, and the load generator's own share of the CPU)",
+        "",
+    ]
+    if notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    path.write_text("\n".join(lines))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--max-seconds", type=float, default=60.0)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    ap.add_argument("--targets", default="abcd")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    procs = []
+    mlflow_srv = MlflowServer(tmp / "mlflow")
+    gw = None
+    rows: list[dict] = []
+    notes: list[str] = []
+    try:
+        say("starting mlflow server (~30 s)")
+        uri = mlflow_srv.start()
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        name = "bench-iris"
+        for _ in range(3):
+            register_iris_version(uri, name, kind="good")
+        say("registered 3 versions of bench-iris")
+        bodies = [orjson.dumps(scoring_payload(iris_rows(1, seed=i))) for i in range(200)]
+
+        serve_port = free_port()
+        say("starting mlflow models serve (~20 s)")
+        with open(tmp / "serve.log", "wb") as log:
+            serve = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    f"models:/{name}/1",
+                    "--env-manager",
+                    "local",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(serve_port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env_with_venv({"MLFLOW_TRACKING_URI": uri}),
+                start_new_session=True,
+            )
+        procs.append(serve)
+        wait_http(
+            f"http://127.0.0.1:{serve_port}/ping", timeout=180, proc=serve, log=tmp / "serve.log"
+        )
+
+        say("starting the gateway")
+        gw = GatewayProcess(tmp / "gateway", token=TOKEN, tracking_uri=uri).start()
+        setup_gateway(gw, name)
+        gw.wait_ready(timeout=120)
+
+        urls = {
+            "a": f"http://127.0.0.1:{serve_port}/invocations",
+            "b": f"{gw.url}/models/b/invocations",
+            "c": f"{gw.url}/models/c/invocations",
+            "d": f"{gw.url}/models/d/invocations",
+        }
+        for conc in CONCURRENCY:
+            for target in args.targets:
+                say(f"({target}) concurrency {conc}: {args.requests} requests")
+                m = measure(urls[target], bodies, args.requests, conc, args.max_seconds)
+                m.update(target=target, c=conc)
+                rows.append(m)
+                say(
+                    f"    {m['rps']:.0f} req/s, p50 {m['p50']:.2f} ms, p99 {m['p99']:.2f} ms, non-200 {m['bad']}"
+                )
+
+        say("overhead: gateway at concurrency 1 vs direct predict")
+        since = time.time()
+        m = measure(urls["b"], bodies, 1000, 1, 60)
+        with admin(gw) as c:
+            snap = c.get("/admin/models/b/stats", params={"since": since}).json()
+        arm = next(a for a in snap["arms"] if a["version"] == "1" and a["arm"] == "primary")
+        overhead = {
+            "client_mean_us": m["mean"] * 1000,
+            "server_model_us": arm["latency_sum_ms"]
+            / max(1, sum(arm["latency"]["counts"].values()))
+            * 1000,
+        }
+        stop_process(serve)
+        gw.stop()
+        direct = direct_costs(uri, name, "1")
+        say(f"direct: {direct}")
+        load = os.getloadavg()
+        notes.append(
+            f"load average at the end of the run: {load[0]:.2f} (other work on the machine inflates every figure alike)"
+        )
+        write_doc(Path(args.out), rows, direct, overhead, args, notes)
+        say(f"wrote {args.out}")
+        print(Path(args.out).read_text())
+    finally:
+        for p in procs:
+            stop_process(p)
+        if gw is not None:
+            gw.stop()
+        mlflow_srv.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -241,9 +241,13 @@ def window_ranges(since: int, now: int) -> list[tuple[int, int, int]]:
     m = -(-since // 60) * 60
     h = -(-since // 3600) * 3600
     far = max(now, since) + 7200
-    if m >= h:  # since is on an hour boundary (then also a minute boundary)
-        return [(3600, h, far)]
-    return [(1, since, m), (60, m, h), (3600, h, far)]
+    out = []
+    if since < m:
+        out.append((1, since, m))
+    if m < h:
+        out.append((60, m, h))
+    out.append((3600, h, far))
+    return out
 
 
 def snapshot(

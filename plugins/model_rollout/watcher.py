@@ -208,9 +208,10 @@ class RegistryWatchTrigger(BaseEventTrigger):
         while True:
             try:
                 found = await asyncio.to_thread(self.poll_once)
-            except Exception as e:  # registry down: keep watching, say why
+            except Exception as e:  # registry down: keep watching (and remembering), say why
                 log.warning("registry watcher poll failed: %s", e)
-                found = []
+                await asyncio.sleep(self.poll_interval)
+                continue
             now = time.monotonic()
             current = {(c.model, c.version) for c in found}
             for key in list(emitted):  # forget versions no longer pending: bounded memory

@@ -156,9 +156,13 @@ def _commit(
                 now=now,
             )
             _store.maybe_prune(session, now)
-    except IntegrityError:  # a concurrent delivery with the same id won the race
-        log.warning("webhook replay refused: delivery %s was seen before", delivery_id)
-        return Outcome(409, {"detail": f"delivery {delivery_id} was already received"})
+    except IntegrityError:  # a concurrent request recorded this delivery id or run id first
+        log.warning(
+            "webhook %s lost a race with a concurrent delivery; nothing recorded", delivery_id
+        )
+        return Outcome(
+            409, {"detail": f"delivery {delivery_id} conflicts with one handled concurrently"}
+        )
     except DagNotFound as e:
         log.warning("webhook for %r not queued yet: %s", event.model, e)
         return Outcome(

@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 ARGS ?=
 
-.PHONY: setup test lint format bench demo demo-stop clean browser
+.PHONY: setup test lint format bench demo demo-stop clean
 
 ## setup: install uv if missing, then the locked environment (.venv)
 setup: .venv/.synced
@@ -14,12 +14,8 @@ setup: .venv/.synced
 	$(UV) sync --frozen
 	@touch $@
 
-## browser: Debian's chromium for the UI tests (Playwright drives it; no browser download)
-browser:
-	@test -x /usr/bin/chromium || { (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
-
-## test: the whole suite (gateway, judge, DAGs, end-to-end); fails when no test ran
-test: setup browser
+## test: the whole suite (gateway, judge, DAGs, webhooks); fails when no test ran
+test: setup
 	.venv/bin/python -m pytest $(ARGS)
 
 lint: setup

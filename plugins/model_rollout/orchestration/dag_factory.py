@@ -82,7 +82,13 @@ def build_rollout_dag(policy: Policy) -> DAG:
                 type=["null", "string"],
                 title="Candidate version",
                 description=f"Version of registered model {policy.model!r} to roll out.",
-            )
+            ),
+            "force": Param(
+                False,
+                type="boolean",
+                title="Roll out again",
+                description="Allow a version that an earlier run already promoted, rolled back or blocked.",
+            ),
         },
         default_args={
             "retries": policy.task_retries,
@@ -207,10 +213,10 @@ def build_rollout_dag(policy: Policy) -> DAG:
                 tasks.record_rollback,
                 policy,
                 retries=3,
-                trigger_rule=TriggerRule.ALL_DONE,
+                trigger_rule=TriggerRule.NONE_SKIPPED,
             )
             fail = _py(
-                "fail_run", tasks.fail_run, policy, retries=0, trigger_rule=TriggerRule.ALL_DONE
+                "fail_run", tasks.fail_run, policy, retries=0, trigger_rule=TriggerRule.NONE_SKIPPED
             )
             # Not the branching gates themselves (a branch skips its other direct downstreams):
             # a failing gate or approval leaves cutover or a marker upstream_failed, seen here.

@@ -89,12 +89,20 @@ def resolve(policy: Policy, **context) -> dict[str, Any]:
             f"{policy.model!r} has no champion and the policy says first_rollout: block; "
             f"set the champion alias by hand for the first version"
         )
-    reg.set_alias(policy.model, CHALLENGER, version)
+    state, by_run = cand.tags.get("rollout.state"), cand.tags.get("rollout.run_id")
+    force = str(conf.get("force", params.get("force", False))).lower() == "true"
+    if state and by_run != context["run_id"] and not force:
+        raise ValueError(
+            f"{policy.model!r} version {version} was already handled by run {by_run} "
+            f"(rollout.state={state}); trigger with conf force=true to roll it out again"
+        )
+    # Tags first: the alias fires a registry webhook, whose run must then see this one.
     reg.set_tags(
         policy.model,
         version,
         {"state": "rolling_out", "stage": "resolve", "run_id": context["run_id"]},
     )
+    reg.set_alias(policy.model, CHALLENGER, version)
     return {"candidate": version, "incumbent": incumbent, "first_rollout": incumbent is None}
 
 

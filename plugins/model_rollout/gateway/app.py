@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import orjson
 from starlette.applications import Starlette
@@ -15,7 +16,10 @@ from starlette.routing import Route as HttpRoute
 
 from model_rollout.gateway import admin, metrics
 from model_rollout.gateway.config import Settings
-from model_rollout.gateway.core import Gateway, GatewayError
+from model_rollout.gateway.core import Answer, Gateway, GatewayError
+from model_rollout.gateway.scoring import error_body
+
+log = logging.getLogger("model_rollout.gateway.app")
 
 
 async def invocations(request: Request) -> Response:
@@ -102,7 +106,13 @@ class GatewayApp:
                 rkey = v.decode("latin-1")
             elif k == b"x-request-id":
                 rid = v.decode("latin-1")
-        ans = await self.gateway.invoke(name, body, ctype, rkey, rid)
+        try:
+            ans = await self.gateway.invoke(name, body, ctype, rkey, rid)
+        except Exception as exc:  # noqa: BLE001 - a bug must cost one answer, not the process
+            log.exception("invocation of %r failed", name)
+            ans = Answer(
+                500, error_body(f"gateway error: {type(exc).__name__}", "INTERNAL_ERROR"), {}
+            )
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(ans.body)).encode()),

@@ -46,7 +46,7 @@ class Settings:
     predict_timeout: float = 30.0
     upstream_timeout: float = 30.0
     shadow_queue_size: int = 1000
-    shadow_batch_wait: float = 0.05
+    shadow_batch_wait: float = 0.1
     switch_interval: float = 0.001
     log_queue_limit: int = 1_000_000
     reload_retry_interval: float = 5.0

@@ -206,7 +206,7 @@ class PyfuncVersion(LoadedVersion):
                 pos += 1
             try:
                 part = await asyncio.wait_for(
-                    loop.run_in_executor(self._executor, self._run_batch, chunk), timeout
+                    loop.run_in_executor(self._executor, self._run_batch, chunk, False), timeout
                 )
             except TimeoutError:
                 part = [
@@ -257,17 +257,17 @@ class PyfuncVersion(LoadedVersion):
             self._draining = False
 
     # -- worker thread -------------------------------------------------------------------------
-    def _run_batch(self, reqs: list[ScoringRequest]) -> list[Result]:
+    def _run_batch(self, reqs: list[ScoringRequest], want_body: bool = True) -> list[Result]:
         results: list[Result | None] = [None] * len(reqs)
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(reqs):
             if r.batch_key is not None and self.batchable and not r.params:
                 groups.setdefault(r.batch_key, []).append(i)
             else:
-                results[i] = self._predict_one(r)
+                results[i] = self._predict_one(r, want_body)
         for idxs in groups.values():
             if len(idxs) == 1:
-                results[idxs[0]] = self._predict_one(reqs[idxs[0]])
+                results[idxs[0]] = self._predict_one(reqs[idxs[0]], want_body)
                 continue
             group = [reqs[i] for i in idxs]
             try:
@@ -283,10 +283,10 @@ class PyfuncVersion(LoadedVersion):
                     )
             if parts is None:
                 for i in idxs:
-                    results[i] = self._predict_one(reqs[i])
+                    results[i] = self._predict_one(reqs[i], want_body)
                 continue
             for i, part in zip(idxs, parts, strict=True):
-                results[i] = Result(200, predictions_body(part), part)
+                results[i] = Result(200, predictions_body(part) if want_body else b"", part)
         return results  # type: ignore[return-value]
 
     def _call(self, payload: dict, params: dict | None) -> Any:
@@ -306,7 +306,7 @@ class PyfuncVersion(LoadedVersion):
             return self._pyfunc.predict(data, params=params)
         return self._pyfunc.predict(data)
 
-    def _predict_one(self, req: ScoringRequest) -> Result:
+    def _predict_one(self, req: ScoringRequest, want_body: bool = True) -> Result:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -322,6 +322,8 @@ class PyfuncVersion(LoadedVersion):
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return _failed(f"model raised {_short(detail)}")
         preds = to_jsonable(raw)
+        if not want_body:  # a shadow: nobody reads the body
+            return Result(200, b"", preds)
         try:
             body = predictions_body(preds)
         except (TypeError, ValueError) as exc:

@@ -250,7 +250,7 @@ class _Db:
 
     def healthy(self) -> bool:
         try:
-            return not self.conn.closed if self.pg else True
+            return not (self.conn.closed or self.conn.broken) if self.pg else True
         except Exception:  # noqa: BLE001
             return False
 

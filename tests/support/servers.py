@@ -103,7 +103,8 @@ class MlflowServer:
                 cmd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=env_with_venv(),
+                # No MLflow job runner (GenAI scorers, trace rollups): 8 fewer processes.
+                env=env_with_venv({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
                 cwd=self.root,
                 start_new_session=True,
             )

@@ -34,7 +34,7 @@ class Settings:
     """
 
     data_dir: Path
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     insecure_no_token: bool = False
     store_url: str | None = None
     store_schema: str | None = None

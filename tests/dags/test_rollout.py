@@ -23,7 +23,7 @@ HOLDOUT = ROOT / "include" / "data" / "iris_holdout.csv"
 
 POLICY = """
 steps: [25, 50, 100]
-step_duration: 8
+step_duration: 10
 poll_interval: 1
 on_inconclusive: extend
 task_retries: 0
@@ -35,7 +35,7 @@ stability_window: 1
 judge:
   alpha: 0.05
   min_samples: 80
-  errors: {{max_relative_increase: 0.5, min_absolute_increase: 0.03}}
+  errors: {{max_relative_increase: 0.5, min_absolute_increase: 0.05}}
   latency: {{quantiles: [0.5], tolerance: 3.0}}
   latency_tail: {{enabled: false}}
   kpi: {{enabled: {kpi}, margin: 0.5, min_feedback: 40}}
@@ -128,6 +128,16 @@ def champion_serving(env: Env, model: str) -> str:
 ROWS = iris_rows(500, seed=1)
 
 
+def live_only_failure_seed(p: float) -> int:
+    """A seed for kind="raises"/"noisy" under which no holdout row is hit: offline validation
+    and the staging samples pass, and the fault only shows on live traffic (other iris rows)."""
+    import pandas as pd
+    from support.pyfunc_kinds import row_unit
+
+    holdout = pd.read_csv(HOLDOUT).drop(columns=["species"]).to_numpy()
+    return next(s for s in range(100_000) if all(row_unit(r, s) >= p for r in holdout))
+
+
 def traffic(env: Env, model: str, conversion=None, rate: float = 150.0) -> Traffic:
     return Traffic(
         env.gateway.url,
@@ -208,7 +218,9 @@ def test_healthy_candidate_is_promoted_and_previous_kept_in_standby(env):
 def test_error_regression_rolls_back_at_the_canary(env):
     model = "ro_errors"
     v1 = champion_serving(env, model)
-    v2 = register_iris_version(env.tracking_uri, model, kind="raises", p=0.3)
+    v2 = register_iris_version(
+        env.tracking_uri, model, kind="raises", p=0.15, seed=live_only_failure_seed(0.15)
+    )
     dr, st, _ = run(env, model, v2)
     assert st["canary_25.degraded"] == "success", st
     assert_rolled_back(env, model, v1, v2, dr, st, "canary_25")
@@ -238,7 +250,10 @@ def test_kpi_regression_rolls_back(env):
 def test_shadow_divergence_rolls_back_before_any_user_sees_the_candidate(env):
     model = "ro_shadow"
     v1 = champion_serving(env, model)
-    v2 = register_iris_version(env.tracking_uri, model, kind="flipped")
+    # Right on every holdout row (offline validation passes), wrong on a quarter of live rows.
+    v2 = register_iris_version(
+        env.tracking_uri, model, kind="noisy", p=0.25, seed=live_only_failure_seed(0.25)
+    )
     dr, st, stats = run(env, model, v2)
     assert st["shadow.degraded"] == "success", st
     assert_rolled_back(env, model, v1, v2, dr, st, "shadow")
@@ -271,7 +286,7 @@ def test_incompatible_signature_is_blocked_at_staging(env):
     assert st["staging.blocked"] == "success" and st["block_promotion"] == "failed", st
     tags = version_tags(env, model, v2)
     assert tags["rollout.state"] == "blocked", tags
-    assert "signature" in tags["rollout.reason"] or "offline" in tags["rollout.reason"], tags
+    assert "cannot score the 30 holdout rows" in tags["rollout.reason"], tags
     route = env.route(model)
     assert route["weights"] == {v1: 100} and route["staging"] is None, route
 
@@ -304,7 +319,9 @@ def test_rollback_retried_reaches_the_same_end_state(env, monkeypatch):
 
     model = "ro_retry"
     v1 = champion_serving(env, model)
-    v2 = register_iris_version(env.tracking_uri, model, kind="raises", p=0.5)
+    v2 = register_iris_version(
+        env.tracking_uri, model, kind="raises", p=0.15, seed=live_only_failure_seed(0.15)
+    )
     calls = {"retire": 0, "route_writes": []}
     real_retire, real_set = GatewayBackend.retire, GatewayBackend.set_traffic
 

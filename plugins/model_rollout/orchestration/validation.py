@@ -66,7 +66,10 @@ def _predict(uri: str, features):
         model = mlflow.pyfunc.load_model(uri)
     except Exception as e:
         raise ValidationFailed(f"{uri} cannot be loaded: {e}") from e
-    out = model.predict(features)
+    try:
+        out = model.predict(features)
+    except Exception as e:  # schema enforcement, a model that raises: a failed check, not a crash
+        raise ValidationFailed(f"{uri} cannot score the {len(features)} holdout rows: {e}") from e
     return np.asarray(out).reshape(len(features), -1)[:, 0] if hasattr(out, "__len__") else out
 
 

@@ -30,8 +30,10 @@ def test_errors_doubled_is_degraded_with_evidence():
     errors = v.metrics["errors"]
     assert errors.status == "degraded"
     assert errors.value >= errors.threshold
-    # The e-value is the one-sided split e-process at the tolerance edge, computed by hand.
-    theta0 = float(null_share(0.05, 1.0))
+    # The e-value is the one-sided split e-process at the tolerance edge, computed by hand:
+    # the 0.1 pp floor over a 1% baseline is a tolerated ratio of 1.1.
+    assert errors.tolerance == pytest.approx(1.1)
+    theta0 = float(null_share(0.05, 1.1))
     assert errors.value == pytest.approx(float(log_evalue_above(200, 2100, theta0)))
     assert errors.threshold == pytest.approx(math.log(3 / 0.05))  # 3 metrics in force
     assert errors.estimate == pytest.approx((200 / 10_000) / (1_900 / 190_000))
@@ -227,3 +229,17 @@ def test_config_round_trips_through_json():
     again = JudgeConfig.model_validate(json.loads(cfg.model_dump_json()))
     assert again == cfg
     assert again.latency.quantiles == [0.5, 0.9]
+
+
+def test_tolerated_error_ratio_by_hand():
+    from model_rollout.judge.config import ErrorsConfig
+    from model_rollout.judge.errors import tolerated_ratio
+
+    floor = ErrorsConfig()  # relative 0, floor 0.1 pp
+    assert float(tolerated_ratio(0.01, floor)) == pytest.approx(1.1)
+    assert float(tolerated_ratio(0.05, floor)) == pytest.approx(1.02)
+    assert float(tolerated_ratio(0.0001, floor)) == pytest.approx(2.0)  # capped at a doubling
+    both = ErrorsConfig(max_relative_increase=0.5)
+    assert float(tolerated_ratio(0.01, both)) == pytest.approx(1.5)
+    none = ErrorsConfig(min_absolute_increase=0.0)
+    assert float(tolerated_ratio(0.0, none)) == pytest.approx(1.0)

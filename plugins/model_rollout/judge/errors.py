@@ -1,12 +1,17 @@
 """Error rate: the count e-process on errors given the traffic split (Lindon & Malek 2022).
 
 Each error falls in the candidate arm with probability theta; with the candidate's traffic
-share rho and rate ratio r, theta = rho r / (rho r + 1 - rho). "Degraded" rejects r <= 1 + tol
-(one-sided Beta mixture, valid at every look); a degradation must also exceed an absolute floor
-so that 3 errors against 1 on a quiet service do not count. "Healthy" needs the mirror-image
-e-value (r below 1 + max(tol, floor / baseline rate) shown) or anytime intervals showing that
-the absolute increase is below the floor; either takes on the order of 1 / floor^2 x rate
-requests (about 150k at 1% errors and a 0.1 pp floor), which is why the floor is a policy knob.
+share rho and rate ratio r, theta = rho r / (rho r + 1 - rho). A degradation is an increase
+beyond both tolerances (relative, and the absolute floor), i.e. r above r* = max(1 + rel,
+1 + floor / p_b). "Degraded" rejects r <= r* (one-sided Beta mixture, valid at every look) and
+also needs the estimated increase above the floor. "Healthy" needs the mirror-image e-value
+(r < r* shown) or anytime intervals showing that the absolute increase is below the floor;
+either takes on the order of p / floor^2 requests (about 150k at 1% errors and a 0.1 pp floor),
+which is why the floor is a policy knob.
+
+Why the floor enters the null and not only the estimate: arm-specific bursts (one canary pod
+misbehaving for a minute) make error counts over-dispersed, which no count test models; a null
+at r* rather than at 1 absorbs them (the autocorrelated A/A scenario of the benchmark).
 """
 
 from __future__ import annotations
@@ -21,9 +26,26 @@ from .snapshot import ArmStats
 from .verdict import DEGRADED, HEALTHY, INCONCLUSIVE, MetricResult
 
 
-def degraded_log_evalue(err_c, err_b, rho, cfg: ErrorsConfig):
-    """log e-value against 'candidate's error rate <= (1 + tol) x baseline's' (vectorised)."""
-    theta0 = null_share(rho, 1.0 + cfg.max_relative_increase)
+def tolerated_ratio(rate_b, cfg: ErrorsConfig):
+    """Largest error-rate ratio that is not a degradation (vectorised).
+
+    p_c > p_b (1 + rel) and p_c > p_b + floor means a ratio above max(1 + rel, 1 + floor / p_b),
+    with the baseline's rate (the arm with most traffic) plugged in. Below a baseline rate equal
+    to the floor the bound stays at 2 (a doubling), so that an arm with almost no errors can
+    still be judged.
+    """
+    rate_b = np.asarray(rate_b, dtype=float)
+    floor = cfg.min_absolute_increase
+    floor_ratio = 1.0 + floor / np.maximum(rate_b, floor) if floor > 0 else 1.0
+    return np.maximum(1.0 + cfg.max_relative_increase, floor_ratio)
+
+
+def degraded_log_evalue(err_c, err_b, req_b, rho, cfg: ErrorsConfig):
+    """log e-value against 'the candidate's error rate is within tolerance' (vectorised)."""
+    err_b = np.asarray(err_b, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate_b = np.where(np.asarray(req_b) > 0, err_b / req_b, 0.0)
+    theta0 = null_share(rho, tolerated_ratio(rate_b, cfg))
     return log_evalue_above(err_c, np.asarray(err_c) + err_b, theta0, cfg.concentration)
 
 
@@ -44,7 +66,6 @@ def judge_errors(
 ) -> MetricResult:
     """Verdict on the error rate; `log_threshold` = log(1 / alpha_metric)."""
     name = "errors"
-    tol = cfg.max_relative_increase
     for arm in (base, cand):
         for key in ("requests", "errors"):
             if key in arm.problems:
@@ -58,13 +79,11 @@ def judge_errors(
             name, INCONCLUSIVE, f"The {empty} arm has served no requests yet.", samples=samples
         )
     rate_b, rate_c = eb / nb, ec / nc
-    theta0 = float(null_share(rho, 1.0 + tol))
-    log_e_deg = float(log_evalue_above(ec, ec + eb, theta0, cfg.concentration))
-    # "Healthy" may use the floor as a ratio too: with the baseline's rate known well, an
-    # increase below the floor is a ratio below 1 + floor / rate_b.
-    healthy_ratio = 1.0 + max(tol, cfg.min_absolute_increase / rate_b if rate_b > 0 else 0.0)
-    theta_ok = float(null_share(rho, healthy_ratio))
-    log_e_ok = float(log_evalue_below(ec, ec + eb, theta_ok, cfg.concentration))
+    # One bound serves both sides: beyond it is a degradation, within it is healthy.
+    bound = float(tolerated_ratio(rate_b, cfg))
+    theta0 = float(null_share(rho, bound))
+    log_e_deg = float(degraded_log_evalue(ec, eb, nb, rho, cfg))
+    log_e_ok = float(log_evalue_below(ec, ec + eb, theta0, cfg.concentration))
     diff = rate_c - rate_b
     # Evidence for humans: an anytime interval on the rate ratio (fixed prior centred on rho).
     a, b = cfg.concentration * rho, cfg.concentration * (1 - rho)
@@ -78,19 +97,19 @@ def judge_errors(
         "candidate_rate": rate_c,
         "absolute_increase": diff,
         "min_absolute_increase": cfg.min_absolute_increase,
+        "max_relative_increase": cfg.max_relative_increase,
         "candidate_rate_interval": [pc_lo, pc_hi],
         "baseline_rate_interval": [pb_lo, pb_hi],
         "traffic_share": rho,
         "null_error_share": theta0,
         "log_evalue_within_tolerance": log_e_ok,
-        "healthy_ratio_bound": healthy_ratio,
     }
     common = dict(
         scale="error-rate ratio candidate/baseline",
         estimate=ratio_hat,
         interval=(ratio_lo, ratio_hi),
-        tolerance=1.0 + tol,
-        statistic="log e-value vs ratio <= 1 + tolerance",
+        tolerance=bound,
+        statistic="log e-value vs ratio <= tolerated ratio",
         value=log_e_deg,
         threshold=log_threshold,
         samples=samples,
@@ -98,9 +117,9 @@ def judge_errors(
     )
     if log_e_deg >= log_threshold and diff > cfg.min_absolute_increase:
         reason = (
-            f"The candidate's error rate {rate_c:.3%} is above {1 + tol:.2f}x the baseline's "
-            f"{rate_b:.3%} (e-value {math.exp(min(log_e_deg, 700)):.3g} >= "
-            f"{math.exp(log_threshold):.3g})."
+            f"The candidate's error rate {rate_c:.3%} is above {bound:.2f}x the baseline's "
+            f"{rate_b:.3%}, beyond the tolerance (e-value {math.exp(min(log_e_deg, 700)):.3g} "
+            f">= {math.exp(log_threshold):.3g})."
         )
         return MetricResult(name, DEGRADED, reason, **common)
     if min(nb, nc) < min_samples:
@@ -110,14 +129,9 @@ def judge_errors(
         )
         return MetricResult(name, INCONCLUSIVE, reason, **common)
     if log_e_ok >= log_threshold:
-        within = (
-            f"within the {cfg.min_absolute_increase:.3%} floor of"
-            if healthy_ratio > 1.0 + tol
-            else f"below {1 + tol:.2f}x"
-        )
         reason = (
-            f"The candidate's error rate {rate_c:.3%} is {within} the baseline's {rate_b:.3%} "
-            f"with confidence (ratio below {healthy_ratio:.2f})."
+            f"The candidate's error rate {rate_c:.3%} is within tolerance of the baseline's "
+            f"{rate_b:.3%} with confidence (ratio below {bound:.2f})."
         )
         return MetricResult(name, HEALTHY, reason, **common)
     if pc_hi - pb_lo <= cfg.min_absolute_increase:
@@ -127,7 +141,7 @@ def judge_errors(
         )
         return MetricResult(name, HEALTHY, reason, **common)
     reason = (
-        f"Error rates {rate_c:.3%} (candidate) and {rate_b:.3%} (baseline) do not yet exclude a "
-        f"ratio above {1 + tol:.2f}."
+        f"Error rates {rate_c:.3%} (candidate) and {rate_b:.3%} (baseline) do not yet exclude "
+        f"a ratio above {bound:.2f}."
     )
     return MetricResult(name, INCONCLUSIVE, reason, **common)

@@ -54,6 +54,8 @@ MODELS = {
     "ro_signature": (True, False),
     "ro_raises_task": (False, False),
     "ro_retry": (False, False),
+    "ro_first": (True, False),
+    "ro_decom": (False, False),
 }
 
 
@@ -164,6 +166,10 @@ def run(env: Env, model: str, version: str, **traffic_kw):
     return dr, states(dr), t.stats
 
 
+def ti_times(dr) -> dict[str, tuple]:
+    return {ti.task_id: (ti.start_date, ti.end_date) for ti in dr.get_task_instances()}
+
+
 def version_tags(env: Env, model: str, version: str) -> dict[str, str]:
     return dict(env.registry().get_model_version(model, version).tags)
 
@@ -194,7 +200,16 @@ def test_healthy_candidate_is_promoted_and_previous_kept_in_standby(env):
     v1 = champion_serving(env, model)
     v2 = register_iris_version(env.tracking_uri, model, kind="good")
     dr, st, stats = run(env, model, v2, conversion={"*": 0.3})
-    print("STATES", st, "\nTAGS", version_tags(env, model, v2))
+    times = ti_times(dr)
+    wall = (
+        max(e for _, e in times.values() if e) - min(b for b, _ in times.values() if b)
+    ).total_seconds()
+    waiting = sum(
+        (e - b).total_seconds() for t, (b, e) in times.items() if t.endswith(".monitor") and b and e
+    )
+    print(
+        f"TIMING healthy rollout: wall {wall:.1f} s, monitors {waiting:.1f} s, orchestration {wall - waiting:.1f} s"
+    )
     assert str(dr.state) in ("success", "DagRunState.SUCCESS"), sorted(st.items())
     for task in (
         "resolve",
@@ -225,6 +240,14 @@ def test_error_regression_rolls_back_at_the_canary(env):
     assert st["canary_25.degraded"] == "success", st
     assert_rolled_back(env, model, v1, v2, dr, st, "canary_25")
     assert "errors" in version_tags(env, model, v2)["rollout.verdict"]
+    times = ti_times(dr)
+    exposed = (
+        times["rollback.restore_traffic"][1] - times["canary_25.set_traffic"][1]
+    ).total_seconds()
+    judged = (times["canary_25.monitor"][1] - times["canary_25.set_traffic"][1]).total_seconds()
+    print(
+        f"TIMING error regression: degraded verdict after {judged:.1f} s, 100% incumbent after {exposed:.1f} s"
+    )
 
 
 def test_latency_regression_rolls_back(env):
@@ -349,3 +372,49 @@ def test_rollback_retried_reaches_the_same_end_state(env, monkeypatch):
         model, {v1: 100}, [], staging=None
     )
     assert env.route(model)["generation"] == gen
+
+
+def test_first_rollout_promotes_after_staging_checks(env):
+    """No champion yet: nothing to compare against, so staging checks alone decide."""
+    model = "ro_first"
+    v1 = register_iris_version(env.tracking_uri, model, kind="good")
+    dr, st, _ = run(env, model, v1)
+    assert str(dr.state) in ("success", "DagRunState.SUCCESS"), st
+    assert st["staging.first_rollout"] == "success" and st["cutover"] == "success", st
+    assert st["shadow.start"] == "skipped", st
+    assert env.route(model)["weights"] == {v1: 100}
+    assert aliases(env, model) == {"champion": v1}
+    assert version_tags(env, model, v1)["rollout.state"] == "promoted"
+
+
+def test_decommission_retires_standby_after_its_window_and_keeps_the_champion(env):
+    from model_rollout.backends.gateway import GatewayBackend
+
+    model = "ro_decom"
+    v1 = champion_serving(env, model)
+    v2 = register_iris_version(env.tracking_uri, model, kind="good")
+    backend = GatewayBackend(env.gateway.url, env.gateway.token)
+    backend.deploy(model, v2)
+    backend.set_traffic(model, {v2: 100}, [])
+    client = env.registry()
+    client.set_registered_model_alias(model, "champion", v2)
+    client.set_registered_model_alias(model, "standby", v1)
+    client.set_model_version_tag(model, v1, "rollout.state", "standby")
+    client.set_model_version_tag(model, v1, "rollout.standby_since", "0")  # window long over
+    dag = env.bag.get_dag("model_rollout_decommission")
+
+    def loaded() -> set[str]:
+        r = requests.get(f"{env.gateway.url}/admin/state", headers=env.gateway.auth, timeout=10)
+        return set(r.json()["models"][model]["versions"])
+
+    dr = dag.test(run_conf={"dry_run": True})
+    assert str(dr.state) in ("success", "DagRunState.SUCCESS")
+    assert loaded() == {v1, v2} and aliases(env, model)["standby"] == v1  # dry run: untouched
+
+    dr = dag.test(run_conf={"dry_run": False})
+    assert str(dr.state) in ("success", "DagRunState.SUCCESS")
+    assert loaded() == {v2}
+    assert aliases(env, model) == {"champion": v2}
+    assert version_tags(env, model, v1)["rollout.state"] == "decommissioned"
+    assert env.route(model)["weights"] == {v2: 100}
+    assert "rollout.state" not in version_tags(env, model, v2)

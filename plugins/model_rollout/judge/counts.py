@@ -50,14 +50,14 @@ def _log_mixture_ratio(s, n, p0, k):
 
 def log_evalue_two_sided(s, n, p0, k=DEFAULT_CONCENTRATION):
     """log e-value against p = p0 (prior Beta(k p0, k (1 - p0))); the Lindon-Malek / savvi form."""
-    s, n, p0 = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (s, n, p0)))
+    s, n, p0 = (np.asarray(x, dtype=float) for x in (s, n, p0))
     out, _, _ = _log_mixture_ratio(s, n, p0, k)
     return out
 
 
 def log_evalue_above(s, n, p0, k=DEFAULT_CONCENTRATION):
     """log e-value against H0: p <= p0, prior restricted to p > p0 (evidence of 'too many')."""
-    s, n, p0 = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (s, n, p0)))
+    s, n, p0 = (np.asarray(x, dtype=float) for x in (s, n, p0))
     base, a, b = _log_mixture_ratio(s, n, p0, k)
     with np.errstate(divide="ignore"):
         posterior_tail = np.log(betaincc(a + s, b + n - s, p0))
@@ -67,7 +67,7 @@ def log_evalue_above(s, n, p0, k=DEFAULT_CONCENTRATION):
 
 def log_evalue_below(s, n, p0, k=DEFAULT_CONCENTRATION):
     """log e-value against H0: p >= p0, prior restricted to p < p0 (evidence of 'few enough')."""
-    s, n, p0 = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (s, n, p0)))
+    s, n, p0 = (np.asarray(x, dtype=float) for x in (s, n, p0))
     base, a, b = _log_mixture_ratio(s, n, p0, k)
     with np.errstate(divide="ignore"):
         posterior_tail = np.log(betainc(a + s, b + n - s, p0))

@@ -39,7 +39,7 @@ class AirflowAPI:
 
     def _call(self, method: str, path: str, ok=(200,), **kw) -> requests.Response | None:
         """The response, None on 404; raises on anything else not in `ok`."""
-        kw.setdefault("timeout", 20)
+        kw.setdefault("timeout", 60)
         r = self.s.request(method, f"{self.url}{path}", **kw)
         if r.status_code == 401:
             self.login()
@@ -73,7 +73,15 @@ class AirflowAPI:
         return (r.json().get("import_errors") or []) if r else []
 
     def unpause(self, dag_id: str) -> None:
-        self._call("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        self.set_paused(dag_id, False)
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self._call("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": paused})
+
+    def tasks(self, dag_id: str) -> list[dict]:
+        """The DAG's tasks; the first call makes the api-server load the DAG (slow once)."""
+        r = self._call("GET", f"/api/v2/dags/{dag_id}/tasks", timeout=300)
+        return (r.json().get("tasks") or []) if r else []
 
     def run(self, dag_id: str, run_id: str) -> dict | None:
         r = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")

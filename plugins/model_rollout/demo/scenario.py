@@ -20,6 +20,7 @@ import os
 import random
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
 MODEL = "iris"
 DAG_ID = f"model_rollout__{MODEL}"
+WATCHER_DAG_ID = "model_rollout_watcher"
 MLFLOW_PORT, GATEWAY_PORT, AIRFLOW_PORT = 5080, 8790, 8080
 MLFLOW_URL = f"http://127.0.0.1:{MLFLOW_PORT}"
 GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}"
@@ -134,6 +136,17 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def _gateway_supports(flag: str) -> bool:
+    """Whether this build's `model-gateway` knows `flag` (options come and go between builds)."""
+    try:
+        out = subprocess.run(
+            [str(VENV_BIN / "model-gateway"), "--help"], capture_output=True, text=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return flag in out
+
+
 class Demo:
     """One run of `make demo`.
 
@@ -176,6 +189,11 @@ class Demo:
 
     def service_defs(self, sec: Secrets) -> tuple[Service, Service, Service]:
         w = self.workdir
+        gateway_extra = []
+        if _gateway_supports("--shadow-in-process"):
+            # one process on 2 cores: a niced shadow worker process per version would load its
+            # model again and, on a busy machine, starve (its first copies then time out)
+            gateway_extra.append("--shadow-in-process")
         mlflow = Service(
             name="mlflow",
             cmd=[
@@ -220,6 +238,7 @@ class Demo:
                 MLFLOW_URL,
                 "--log-level",
                 "warning",
+                *gateway_extra,
             ],
             port=GATEWAY_PORT,
             ready=lambda: http_ok(f"{GATEWAY_URL}/healthz"),
@@ -231,7 +250,7 @@ class Demo:
             port=AIRFLOW_PORT,
             ready=self.api.health_problem,
             cwd=w / "airflow",
-            leader_first=True,
+            leader_signal=signal.SIGINT,  # standalone's own shutdown: SIGTERM to each part
             env=_env(
                 {
                     "AIRFLOW_HOME": str(w / "airflow"),
@@ -401,7 +420,8 @@ class Demo:
                 f"reach Airflow (see {self.services.log_path('mlflow')} and "
                 f"{self.services.log_path('airflow')})"
             )
-        self.say(f"airflow  run {run_id} queued by the MLflow webhook ({run.get('state')})")
+        by = run.get("triggering_user_name") or "?"
+        self.say(f"airflow  run {run_id} created by {by} ({run.get('state')})")
         watcher = RunWatcher(self.api, GATEWAY_URL, token, MODEL, DAG_ID, run_id, version, self.say)
         report = watcher.watch(timeout=420)
         outcome = "PROMOTED" if report.state == "success" else "ROLLED BACK"
@@ -435,7 +455,7 @@ class Demo:
             else:
                 why = tags.get("rollout.reason", "")
             lines.append(
-                f"v{v:<7}{role:<11}{state.upper():<13}{by_version.get(v, '-'):<11}{why[:160]}"
+                f"v{v:<7}{role:<11}{state.upper().replace('_', ' '):<13}{by_version.get(v, '-'):<11}{why[:160]}"
             )
         lines.append("")
         for role, _desc, rep in self.reports:
@@ -522,7 +542,13 @@ class Demo:
         self.api.login()
         self.wait_for_dag()
         self.api.unpause(DAG_ID)
-        self.say(f"airflow  DAG {DAG_ID} parsed and unpaused")
+        # The registry watcher (a safety net for missed webhooks) would also start the runs a
+        # few seconds after the webhook; paused, every run here provably comes from the webhook.
+        self.api.set_paused(WATCHER_DAG_ID, True)
+        self.say(f"airflow  DAG {DAG_ID} parsed and unpaused ({WATCHER_DAG_ID} paused)")
+        t = time.monotonic()
+        self.api.tasks(DAG_ID)
+        self.say(f"airflow  api-server loaded the rollout DAG ({time.monotonic() - t:.0f} s)")
         self.register_webhook(sec)
         self.start_traffic()
         time.sleep(3.0)  # the incumbent's arm has data before any candidate gets traffic

@@ -35,8 +35,9 @@ class Service:
     :param cmd: argv; the process becomes a session leader.
     :param port: the loopback port it must own (checked free before start).
     :param ready: returns None when ready, else a short reason (polled).
-    :param leader_first: SIGTERM only the leader first and give it time to stop its
-        children (airflow standalone), instead of the whole session at once.
+    :param leader_signal: signal only the leader with this first and give it time to stop its
+        children (airflow standalone: SIGINT, its own clean shutdown), instead of SIGTERM to
+        the whole session at once.
     """
 
     name: str
@@ -45,7 +46,7 @@ class Service:
     ready: Callable[[], str | None]
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
-    leader_first: bool = False
+    leader_signal: int | None = None
     proc: subprocess.Popen | None = None
     started: float = 0.0  # time.monotonic() at spawn
 
@@ -99,7 +100,7 @@ class Services:
             "pid": svc.proc.pid,
             "start_ticks": start_ticks(svc.proc.pid),
             "port": svc.port,
-            "leader_first": svc.leader_first,
+            "leader_signal": svc.leader_signal,
             "cmd": " ".join(svc.cmd[:3]),
         }
         self._pidfile(svc.name).write_text(json.dumps(record))
@@ -135,7 +136,7 @@ class Services:
         return "\n".join(text.splitlines()[-lines:])
 
     # -- stop -------------------------------------------------------------------------------
-    def stop_all(self, say: Callable[[str], None] = print, timeout: float = 30.0) -> int:
+    def stop_all(self, say: Callable[[str], None] = print, timeout: float = 45.0) -> int:
         """Stop every recorded service and whatever it spawned; how many were running."""
         recs = self.records()
         running = []
@@ -150,22 +151,23 @@ class Services:
         if not running:
             return 0
         say("stopping " + ", ".join(r["name"] for r, _ in running) + " ...")
-        # Leaders that stop their own children get SIGTERM alone first; the rest as a group.
+        # Leaders that stop their own children get their signal alone first; the rest SIGTERM
+        # as a whole session.
         leaders = []
         for rec, leader in running:
             pid = int(rec["pid"])
-            if leader and rec.get("leader_first"):
-                _signal_pid(pid, signal.SIGTERM)
+            if leader and rec.get("leader_signal"):
+                _signal_pid(pid, int(rec["leader_signal"]))
                 leaders.append(pid)
             else:
                 _signal_session(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout / 3
+        deadline = time.monotonic() + timeout / 2
         while any(start_ticks(p) is not None for p in leaders) and time.monotonic() < deadline:
             time.sleep(0.5)
         sessions = [int(r["pid"]) for r, _ in running]
         for sid in sessions:  # whatever a leader left behind, or a leader that ignored us
             _signal_session(sid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout * 2 / 3
+        deadline = time.monotonic() + timeout / 2
         while any(session_members(s) for s in sessions) and time.monotonic() < deadline:
             time.sleep(0.5)
         for sid in sessions:

@@ -39,6 +39,13 @@ def split_text(route: dict) -> str:
     return text
 
 
+def metric_lines(verdict: dict) -> list[str]:
+    """One line per judged metric of a verdict: its status and the judge's sentence."""
+    metrics = verdict.get("metrics") or {}
+    items = metrics.items() if isinstance(metrics, dict) else ((m["name"], m) for m in metrics)
+    return [f"{name}: {m.get('status')} - {m.get('reason')}" for name, m in items]
+
+
 @dataclass
 class RunReport:
     """What one rollout did, for the summary."""
@@ -164,6 +171,9 @@ class RunWatcher:
                     else ""
                 )
                 self.say(f"verdict  {d.get('stage')} -> {outcome}{reason}")
+                if d.get("outcome") == "degraded":
+                    for line in metric_lines(d.get("verdict") or {}):
+                        self.say(f"         {line}")
             return
         if tid.endswith(".monitor"):
             if state == "success":

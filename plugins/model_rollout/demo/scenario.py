@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from pathlib import Path
 import requests
 
 from model_rollout.demo.airflow_api import USER, AirflowAPI
-from model_rollout.demo.progress import RunReport, RunWatcher
+from model_rollout.demo.progress import RunReport, RunWatcher, metric_lines
 from model_rollout.demo.services import Service, Services, http_ok
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -166,6 +167,8 @@ class Demo:
         )
         self.reports: list[tuple[str, str, RunReport]] = []  # (role, description, report)
         self.models: dict[str, tuple[str, str]] = {}  # role -> (version, description)
+        self.webhook_line = ""
+        self._thread_error: BaseException | None = None
 
     def say(self, msg: str) -> None:
         elapsed = time.monotonic() - self.t0
@@ -376,7 +379,11 @@ class Demo:
         raise DemoError(f"DAG {DAG_ID} did not show up in Airflow within {timeout:.0f} s{detail}")
 
     def register_webhook(self, sec: Secrets) -> None:
-        """`model-rollout register-webhook` (the product's CLI), with MLflow's test delivery."""
+        """`model-rollout register-webhook` (the product's CLI): MLflow -> the Airflow plugin.
+
+        Runs while Airflow still starts (MLflow does not call the URL when it is registered);
+        `test_webhook` checks the whole path once Airflow is up.
+        """
         cmd = [
             str(VENV_BIN / "model-rollout"),
             "register-webhook",
@@ -386,19 +393,27 @@ class Demo:
             MLFLOW_URL,
             "--policies",
             str(self.workdir / "policies"),
-            "--test",
         ]
         env = _env({"MODEL_ROLLOUT_WEBHOOK_SECRET": sec.webhook_secret})
-        for attempt in range(3):
-            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-            if p.returncode == 0:
-                break
-            time.sleep(3.0 * (attempt + 1))
-        else:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        if p.returncode != 0:
             raise DemoError(f"model-rollout register-webhook failed:\n{p.stdout}{p.stderr}")
-        for line in p.stdout.strip().splitlines():
-            self.say(f"webhook  {line}")
-        time.sleep(1.5)  # MLFLOW_WEBHOOK_CACHE_TTL=1: the server sees the new webhook
+        self.webhook_line = p.stdout.strip().splitlines()[-1]
+
+    def test_webhook(self) -> None:
+        """MLflow's signed test delivery to the receiver: 202 means secret and URL agree."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient(MLFLOW_URL, MLFLOW_URL)
+        hook = next(w for w in client.list_webhooks(max_results=100) if w.name == "model-rollout")
+        result = client.test_webhook(hook.webhook_id)
+        if not result.success:
+            raise DemoError(
+                f"MLflow's test delivery to {WEBHOOK_URL} failed: "
+                f"{result.error_message or result.response_status} {result.response_body or ''}"
+            )
+        self.say(f"webhook  {self.webhook_line}")
+        self.say(f"webhook  MLflow's signed test delivery: HTTP {result.response_status}")
 
     # -- rollouts -----------------------------------------------------------------------------
     def rollout(self, role: str, token: str) -> RunReport:
@@ -480,6 +495,12 @@ class Demo:
                     f"{detect}100% was back on v{rep.incumbent} after "
                     f"{rep.restored_at - rep.first_traffic_at:.1f} s"
                 )
+                for d in rep.decisions:
+                    if d.get("outcome") == "degraded":
+                        lines.append(f"    the judge at {d.get('stage')}, per metric:")
+                        lines.extend(
+                            f"      {m[:150]}" for m in metric_lines(d.get("verdict") or {})
+                        )
                 if live == 0 and mirrored:
                     lines.append(
                         "    caught in shadow: no user ever got an answer from it (mirrored copies only)"
@@ -520,6 +541,13 @@ class Demo:
         lines.append("=" * 100)
         return "\n".join(lines)
 
+    def _capture(self, fn, *args) -> None:
+        """Run `fn` in a thread; its exception is re-raised by the main thread later."""
+        try:
+            fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            self._thread_error = e
+
     # -- the whole story ----------------------------------------------------------------------
     def run(self) -> int:
         """Set up, run both rollouts, print the summary; the exit code of `make demo`."""
@@ -534,6 +562,8 @@ class Demo:
         )
         took = self.services.wait_ready(mlflow_svc, timeout=240)
         self.say(f"ready    MLflow ({took:.0f} s)")
+        hook = threading.Thread(target=self._capture, args=(self.register_webhook, sec))
+        hook.start()
         self.register_models()
         self.services.wait_ready(gateway_svc, timeout=120)
         self.serve_incumbent(sec.gateway_token)
@@ -547,9 +577,13 @@ class Demo:
         self.api.set_paused(WATCHER_DAG_ID, True)
         self.say(f"airflow  DAG {DAG_ID} parsed and unpaused ({WATCHER_DAG_ID} paused)")
         t = time.monotonic()
-        self.api.tasks(DAG_ID)
-        self.say(f"airflow  api-server loaded the rollout DAG ({time.monotonic() - t:.0f} s)")
-        self.register_webhook(sec)
+        self.api.warm_up_execution_api()
+        self.say(f"airflow  execution API answered ({time.monotonic() - t:.0f} s)")
+        hook.join(timeout=300)
+        if self._thread_error is not None:
+            raise self._thread_error
+        self.test_webhook()
+        time.sleep(1.5)  # MLFLOW_WEBHOOK_CACHE_TTL=1: the server sees the new webhook
         self.start_traffic()
         time.sleep(3.0)  # the incumbent's arm has data before any candidate gets traffic
         self.rollout("healthy", sec.gateway_token)

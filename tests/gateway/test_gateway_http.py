@@ -258,6 +258,7 @@ def test_slow_shadow_does_not_move_primary_latency(gw, client, iris_registry):
     base = fire(inv(gw, "shadowed"), 400, concurrency=4)
     t0 = time.time()
     assert set_route(client, "shadowed", {"1": 100}, shadows=["2", "3", "4"]).status_code == 200
+    gw.wait_ready(timeout=120)  # shadow workers started (each loads its model in its own process)
     shadowed = fire(inv(gw, "shadowed"), 400, concurrency=4)
     assert base.ok == 400 and shadowed.ok == 400
     p50_base = percentile(base.latencies(), 0.5)

@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predict-timeout", type=float, default=30.0)
     p.add_argument("--shadow-queue-size", type=int, default=1000)
     p.add_argument(
+        "--shadow-in-process",
+        action="store_true",
+        help="predict shadows in a thread of the gateway instead of one niced worker process each",
+    )
+    p.add_argument("--shadow-nice", type=int, default=10, help="nice increment of shadow workers")
+    p.add_argument(
         "--insecure-no-token",
         action="store_true",
         help="run without an admin token (admin API open to anyone who can connect)",
@@ -78,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         max_batch_rows=args.max_batch_rows,
         predict_timeout=args.predict_timeout,
         shadow_queue_size=args.shadow_queue_size,
+        shadow_process=not args.shadow_in_process,
+        shadow_nice=args.shadow_nice,
     )
     import uvicorn
 

@@ -26,6 +26,9 @@ class Settings:
     :param shadow_queue_size: mirrored requests that may wait per shadow version; more are dropped.
     :param shadow_batch_wait: seconds a shadow worker lets copies pile up before predicting, so
         shadows run as few large batches and cost the primary path little CPU.
+    :param shadow_process: run each shadow version in its own worker process (niced by
+        ``shadow_nice``) so shadow work never holds the gateway's GIL; False keeps shadows in a
+        thread of the gateway (one process, less memory).
     :param switch_interval: the interpreter's GIL switch interval (seconds); shorter than
         Python's 5 ms default so a predict thread cannot stall the event loop for long.
     :param log_queue_limit: request-log rows that may wait for the writer before new ones are
@@ -48,6 +51,8 @@ class Settings:
     shadow_queue_size: int = 1000
     shadow_batch_wait: float = 0.1
     switch_interval: float = 0.001
+    shadow_process: bool = True
+    shadow_nice: int = 10
     log_queue_limit: int = 1_000_000
     reload_retry_interval: float = 5.0
     replica_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])

@@ -77,6 +77,7 @@ class Gateway:
         self._recent: collections.OrderedDict[str, list] = collections.OrderedDict()
         self._tasks: list[asyncio.Task] = []
         self._last_retry: dict[tuple[str, str], float] = {}
+        self._shadow_runners: dict[tuple[str, str], Any] = {}
         self.restored = False
         self._id_prefix = uuid.uuid4().hex[:16]
         self._seq = 0
@@ -86,7 +87,7 @@ class Gateway:
             batch_wait=settings.shadow_batch_wait,
             max_batch_rows=settings.max_batch_rows,
             timeout=settings.predict_timeout,
-            get_version=lambda m, v: self.versions.get((m, v)),
+            get_version=self._shadow_target,
             on_result=self._shadow_result,
         )
 
@@ -126,10 +127,12 @@ class Gateway:
         for t in self._tasks:
             t.cancel()
         await self.mirror.close()
+        for runner in self._shadow_runners.values():
+            runner.close()
         for t in list(self._loads.values()):
             t.cancel()
         for lv in list(self.versions.values()):
-            await lv.close()
+            await lv.close(grace=2.0)
         await asyncio.to_thread(self.store.close)
 
     def _new_id(self) -> str:
@@ -359,6 +362,7 @@ class Gateway:
             )
             self.routes[model] = installed
             self._pending.pop(model, None)
+            self._sync_shadow_runners()
             return installed.to_dict()
 
     async def _load_registered(self, model: str, versions: set[str]) -> None:
@@ -382,6 +386,45 @@ class Gateway:
         ]
         if tasks:
             await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
+
+    # -- shadows ---------------------------------------------------------------------------
+    def _shadow_target(self, model: str, version: str):
+        """What a shadow lane predicts with: the version's own worker process (default), or
+        the in-process version when shadow processes are off or the version is an upstream."""
+        lv = self.versions.get((model, version))
+        if (
+            lv is None
+            or lv.status != "loaded"
+            or lv.kind != "pyfunc"
+            or not self.settings.shadow_process
+        ):
+            return lv
+        runner = self._shadow_runners.get((model, version))
+        if runner is None or runner.source != lv.source:
+            if runner is not None:
+                runner.close()
+            from model_rollout.gateway.shadow_worker import ShadowProcess
+
+            runner = ShadowProcess(
+                model,
+                version,
+                lv.source,
+                max_batch_rows=self.settings.max_batch_rows,
+                tracking_uri=self.settings.mlflow_tracking_uri,
+                nice=self.settings.shadow_nice,
+            )
+            self._shadow_runners[(model, version)] = runner
+            runner.prewarm()
+        return runner
+
+    def _sync_shadow_runners(self) -> None:
+        """Start workers for the shadows now routed; stop those no longer routed."""
+        wanted = {(m, v) for m, r in self.routes.items() for v in r.shadows}
+        for key in list(self._shadow_runners):
+            if key not in wanted:
+                self._shadow_runners.pop(key).close()
+        for m, v in wanted:
+            self._shadow_target(m, v)  # creates (and starts) the worker when missing
 
     # -- data plane ---------------------------------------------------------------------------
     async def invoke(
@@ -610,6 +653,9 @@ class Gateway:
                     reasons.append(
                         f"{name}/{v}: {lv.status}" + (f" ({lv.error})" if lv.error else "")
                     )
+        for (m, v), runner in sorted(self._shadow_runners.items()):
+            if not getattr(runner, "ready", True):
+                reasons.append(f"{m}/{v}: shadow worker " + (runner.error or "starting"))
         if not self.store.last_flush_ok:
             reasons.append(f"store not writable: {self.store.last_error}")
         return reasons
@@ -662,6 +708,7 @@ class Gateway:
                 self.routes[model] = route
                 self._pending.pop(model, None)
                 log.info("route of %s now generation %d (from the store)", model, route.generation)
+        self._sync_shadow_runners()
         now = time.monotonic()
         for model, route in list(self.routes.items()) + list(self._pending.items()):
             for v in route.referenced():

@@ -93,7 +93,7 @@ class LoadedVersion:
         """Answer several requests; shadows use it to send a whole lane's backlog at once."""
         return list(await asyncio.gather(*(self.predict(r, timeout) for r in reqs)))
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 30.0) -> None:
         return None
 
 
@@ -330,7 +330,12 @@ class PyfuncVersion(LoadedVersion):
             return _failed(f"predictions are not JSON-serialisable: {exc}")
         return Result(200, body, preds)
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 30.0) -> None:
+        """Stop after the requests already queued are answered (bounded by `grace`): an unload
+        right after a route change must not fail the requests still in flight."""
+        deadline = time.monotonic() + grace
+        while (self._queue or self._draining) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         self._executor.shutdown(wait=False, cancel_futures=False)
 
 
@@ -348,6 +353,7 @@ class UpstreamVersion(LoadedVersion):
         super().__init__(model, version, url)
         self.timeout = timeout
         self._client: Any = None
+        self._inflight = 0
 
     async def load(self) -> None:
         import httpx
@@ -372,6 +378,7 @@ class UpstreamVersion(LoadedVersion):
         import httpx
 
         t0 = time.perf_counter()
+        self._inflight += 1
         try:
             resp = await self._client.post(
                 self.source,
@@ -408,9 +415,14 @@ class UpstreamVersion(LoadedVersion):
                     502,
                     "UPSTREAM_ERROR",
                 )
+        finally:
+            self._inflight -= 1
         res.latency_ms = (time.perf_counter() - t0) * 1000.0
         return res
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 30.0) -> None:
+        deadline = time.monotonic() + grace
+        while self._inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         if self._client is not None:
             await self._client.aclose()

@@ -88,23 +88,27 @@ def main(argv: list[str] | None = None) -> int:
         return stop(workdir)
 
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)  # terminal closed: still stop the services
     from model_rollout.demo.scenario import Demo, DemoError
 
     _stop_previous_driver(workdir)
     _write_driver(workdir)
     demo = Demo(workdir, exit_after=args.exit)
     code = 0
+    finished = False
     try:
         try:
             code = demo.run()
+            finished = True
         finally:
             if demo.traffic is not None:
                 demo.traffic.stop()
         if not args.exit:
             wait_for_ctrl_c(demo.services)
     except KeyboardInterrupt:
-        print("\ndemo: interrupted", flush=True)
-        code = 130
+        if not finished:  # after the summary, Ctrl-C is the normal way out
+            print("\ndemo: interrupted", flush=True)
+            code = 130
     except (DemoError, ServiceError, TimeoutError) as e:
         print(f"\ndemo: FAILED: {e}", file=sys.stderr, flush=True)
         print(f"demo: logs in {demo.services.log_dir}", file=sys.stderr, flush=True)
@@ -115,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     finally:
         with contextlib.suppress(KeyboardInterrupt):
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan them
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not orphan them
             n = demo.services.stop_all(lambda m: print(f"demo: {m}", flush=True))
             if n:
                 print(f"demo: stopped {n} service(s)", flush=True)

@@ -14,7 +14,8 @@ from support.models import iris_rows, scoring_payload
 
 
 def admin_client(gw) -> httpx.Client:
-    return httpx.Client(base_url=gw.url, headers=gw.auth, timeout=60.0)
+    # Loading a version (MLflow import, artifact download) can take minutes on a loaded machine.
+    return httpx.Client(base_url=gw.url, headers=gw.auth, timeout=240.0)
 
 
 def load(

@@ -16,9 +16,29 @@ from .config import (
     SrmConfig,
     TailLatencyConfig,
 )
-from .evaluate import evaluate
-from .report import fixed_horizon_report, report_markdown
-from .verdict import DEGRADED, HEALTHY, INCONCLUSIVE, MetricResult, Status, Verdict
+
+# The statistics (scipy, pandas) load on first use: the policy embeds JudgeConfig, and DAG
+# parsing or a webhook must not pay for scipy just to validate a policy.
+_LAZY = {
+    "evaluate": ".evaluate",
+    "fixed_horizon_report": ".report",
+    "report_markdown": ".report",
+    "DEGRADED": ".verdict",
+    "HEALTHY": ".verdict",
+    "INCONCLUSIVE": ".verdict",
+    "MetricResult": ".verdict",
+    "Status": ".verdict",
+    "Verdict": ".verdict",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEGRADED",

@@ -18,7 +18,8 @@ from .config import (
 )
 
 # The statistics (scipy, pandas) load on first use: the policy embeds JudgeConfig, and DAG
-# parsing or a webhook must not pay for scipy just to validate a policy.
+# parsing or a webhook must not pay for scipy just to validate a policy. Import these names
+# from the package (`from model_rollout.judge import evaluate`), not from their submodules.
 _LAZY = {
     "evaluate": ".evaluate",
     "fixed_horizon_report": ".report",
@@ -36,7 +37,10 @@ def __getattr__(name: str):
     if name in _LAZY:
         from importlib import import_module
 
-        return getattr(import_module(_LAZY[name], __name__), name)
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        # Importing `.evaluate` just bound the submodule to that name here: bind the function.
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

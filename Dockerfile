@@ -28,6 +28,8 @@ COPY dags/ dags/
 COPY plugins/ plugins/
 COPY include/ include/
 COPY docker/airflow-init.sh docker/airflow-init.sh
+# imported by every Airflow component at start: preloads what DAG parses and tasks import
+COPY docker/airflow_local_settings.py /opt/airflow/config/airflow_local_settings.py
 
 # The project itself, editable (uv's default): the console scripts resolve to plugins/, the
 # same files Airflow loads from its plugins folder, and include/ stays beside plugins/ where

@@ -599,6 +599,9 @@ def test_the_image_holds_what_compose_runs(services):
     env = env_of(services["airflow-scheduler"])
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == copied["dags"]
     assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == copied["plugins"]
+    # Airflow imports $AIRFLOW_HOME/config/airflow_local_settings.py (the preload) at start
+    settings = copied.get("docker/airflow_local_settings.py", "")
+    assert settings == f"{env['AIRFLOW_HOME']}/config/airflow_local_settings.py", settings
     policies = env["MODEL_ROLLOUT_POLICIES"]
     assert policies == f"{copied['include']}/policies"
     assert list((ROOT / "include" / "policies").glob("*.y*ml")), "no policy to roll out"

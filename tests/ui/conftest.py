@@ -1,0 +1,114 @@
+"""Rollouts page tests: Airflow's api-server in-process (simple auth manager, known user).
+
+Environment is set at import time, before anything imports airflow (a throwaway AIRFLOW_HOME
+with the real dags/ and plugins/ folders); if another conftest imported airflow first, its
+settings stand and `airflow_db` migrates that same database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).parent))  # ui_support
+
+from ui_support import PASSWORD, USER, chromium_path  # noqa: E402
+
+if "airflow" not in sys.modules:
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="airflow-ui-")
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+    os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> str:
+    """Migrate the metadata DB this process uses (~10 s, once per session)."""
+    from airflow import settings
+
+    env = dict(
+        os.environ,
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=settings.SQL_ALCHEMY_CONN,
+        PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+    )
+    subprocess.run(
+        [str(VENV_BIN / "airflow"), "db", "migrate"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return settings.SQL_ALCHEMY_CONN
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def airflow_api(airflow_db, tmp_path):
+    """Base URL of Airflow's api-server (core API, auth, plugins) served in-process by uvicorn.
+
+    Simple auth manager with one admin user (USER / PASSWORD). Env set for the test only.
+    """
+    import uvicorn
+    from support.servers import free_port, wait_http
+
+    passwords = tmp_path / "passwords.json"
+    passwords.write_text(json.dumps({USER: PASSWORD}))
+    settings = {
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API_AUTH__JWT_SECRET": "rollouts-ui-test-secret-0123456789abcdef",
+    }
+    with _env(settings):
+        from airflow.api_fastapi.app import create_app, purge_cached_app
+
+        purge_cached_app()
+        app = create_app("core")
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        )
+        thread = threading.Thread(target=server.run, name="airflow-api", daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{url}/api/v2/monitor/health", timeout=60)
+            yield url
+        finally:
+            server.should_exit = True
+            thread.join(timeout=15)
+            purge_cached_app()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of Debian's chromium; skips (or fails under CI=true) before any server starts."""
+    return chromium_path()

@@ -62,6 +62,9 @@ class TrafficBackend(ABC):
     ) -> Route:
         """Apply weights (summing to 100) and shadows atomically; a no-op when already so."""
 
+    def wait_ready(self, model: str, timeout: float = 300.0) -> None:  # noqa: B027 - optional
+        """Block until every routed version of `model` is serving (default: no wait)."""
+
     @abstractmethod
     def snapshot(self, model: str, since: float) -> dict[str, Any]:
         """Per-(version, arm) statistics since a unix time (docs/architecture.md)."""

@@ -95,6 +95,33 @@ class GatewayBackend(TrafficBackend):
             f"route of {model!r} kept changing under us: 10 stale generations in a row"
         )
 
+    def wait_ready(self, model: str, timeout: float = 300.0) -> None:
+        """Block until every routed version of `model` (shadows too) is serving.
+
+        A window must start when the traffic it judges is really flowing, not when the route
+        was written (a shadow worker may still be loading its model). Other models' problems
+        in `/readyz` do not hold this one up.
+        """
+        deadline = time.monotonic() + timeout
+        mine: list[str] = []
+        while time.monotonic() < deadline:
+            try:
+                r = self.session.get(self.url + "/readyz", timeout=self.timeout)
+                if r.status_code == 200:
+                    return
+                reasons = (r.json() or {}).get("reasons") or [r.text[:300]]
+                mine = [
+                    x for x in reasons if x.startswith(f"{model}/") or x.startswith("restoring")
+                ]
+                if not mine:
+                    return
+            except (requests.RequestException, ValueError) as e:
+                mine = [str(e)]
+            time.sleep(0.5)
+        raise TrafficError(
+            f"{model!r} not ready at gateway {self.url} after {timeout:.0f} s: {mine}"
+        )
+
     def snapshot(self, model: str, since: float) -> dict[str, Any]:
         return self._request("GET", f"/admin/models/{model}/stats", params={"since": since}).json()
 

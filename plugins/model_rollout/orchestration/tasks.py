@@ -262,6 +262,9 @@ def start_shadow(policy: Policy, **context) -> dict[str, Any]:
     r = _resolved(context)
     backend = _backend()
     route = backend.set_traffic(policy.model, {r["incumbent"]: 100}, [r["candidate"]], staging=None)
+    backend.wait_ready(
+        policy.model, timeout=policy.task_timeout
+    )  # the shadow's worker may still be loading
     _registry().set_tags(policy.model, r["candidate"], {"stage": "shadow"})
     return {
         "applied_at": _now(),
@@ -278,6 +281,7 @@ def set_step_traffic(policy: Policy, step: int, **context) -> dict[str, Any]:
     backend = _backend()
     weights = {r["candidate"]: step, r["incumbent"]: 100 - step}
     route = backend.set_traffic(policy.model, weights, [], staging=None)
+    backend.wait_ready(policy.model, timeout=policy.task_timeout)
     _registry().set_tags(
         policy.model,
         r["candidate"],

@@ -325,6 +325,20 @@ def main() -> int:
             / max(1, sum(arm["latency"]["counts"].values()))
             * 1000,
         }
+        with admin(gw) as c:
+            dropped = c.get("/admin/state").json()["shadow_dropped"].get("d/3", 0)
+            dsnap = c.get("/admin/models/d/stats", params={"since": 0}).json()
+        shadow = sum(a["requests"] for a in dsnap["arms"] if a["arm"] == "shadow")
+        primary = sum(a["requests"] for a in dsnap["arms"] if a["arm"] == "primary")
+        notes.append(
+            f"(d) mirrored {primary} primary requests: the shadow answered {shadow} copies and "
+            f"dropped {dropped} (queue full: the shadow's niced worker process gets only spare CPU)."
+        )
+        pairs = next((p for p in dsnap["pairs"] if p["shadow_version"] == "3"), None)
+        if pairs:
+            notes.append(
+                f"(d) paired {pairs['pairs']} predictions, {pairs['agree']} agreeing (same model)."
+            )
         stop_process(serve)
         gw.stop()
         direct = direct_costs(uri, name, "1")

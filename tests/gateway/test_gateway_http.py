@@ -258,7 +258,7 @@ def test_slow_shadow_does_not_move_primary_latency(gw, client, iris_registry):
     base = fire(inv(gw, "shadowed"), 400, concurrency=4)
     t0 = time.time()
     assert set_route(client, "shadowed", {"1": 100}, shadows=["2", "3", "4"]).status_code == 200
-    gw.wait_ready(timeout=120)  # shadow workers started (each loads its model in its own process)
+    gw.wait_ready(timeout=300)  # shadow workers started (each loads its model in its own process)
     shadowed = fire(inv(gw, "shadowed"), 400, concurrency=4)
     assert base.ok == 400 and shadowed.ok == 400
     p50_base = percentile(base.latencies(), 0.5)
@@ -450,7 +450,7 @@ def test_restart_restores_routes_and_reloads_versions(gateway_factory, iris_regi
         before = c.get("/admin/models/keep/route").json()
     g.restart()
     with admin_client(g) as c:
-        g.wait_ready(timeout=60)
+        g.wait_ready(timeout=300)
         assert c.get("/admin/models/keep/route").json() == before
         versions = c.get("/admin/state").json()["models"]["keep"]["versions"]
         assert {v: d["status"] for v, d in versions.items()} == {

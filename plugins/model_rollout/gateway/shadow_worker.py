@@ -50,6 +50,22 @@ def _ping() -> bool:
     return _VERSION is not None
 
 
+_CONTEXT: Any = None
+
+
+def worker_context():
+    """A forkserver that has imported MLflow once: each shadow worker forks from it and only
+    loads its model (~0.5 s) instead of importing MLflow again (~5 s of CPU)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(
+            ["model_rollout.gateway.models", "mlflow.pyfunc", "mlflow.pyfunc.scoring_server"]
+        )
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
 class ShadowProcess:
     """One worker process for one shadow version; `predict_many` like an in-process version."""
 
@@ -78,7 +94,7 @@ class ShadowProcess:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=worker_context(),
                 initializer=_init,
                 initargs=(
                     self.model,

@@ -33,7 +33,7 @@ import requests
 
 from model_rollout.demo.airflow_api import USER, AirflowAPI
 from model_rollout.demo.progress import RunReport, RunWatcher, metric_lines
-from model_rollout.demo.services import Service, Services, http_ok
+from model_rollout.demo.services import Service, Services, check_port_free, http_ok
 
 ROOT = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
@@ -554,6 +554,8 @@ class Demo:
         self.say(f"model_rollout demo; state, logs and secrets in {self.workdir}")
         sec = self.fresh_state()
         mlflow_svc, gateway_svc, airflow_svc = self.service_defs(sec)
+        for svc in (mlflow_svc, gateway_svc, airflow_svc):
+            check_port_free(svc.port, svc.name)  # all free before any starts
         for svc in (mlflow_svc, gateway_svc, airflow_svc):
             self.services.start(svc)
         self.say(

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _stop_previous_driver(workdir)
     _write_driver(workdir)
-    demo = Demo(workdir, exit_after=args.exit)
+    demo = Demo(workdir)
     code = 0
     finished = False
     try:

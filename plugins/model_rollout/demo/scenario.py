@@ -149,18 +149,15 @@ def _gateway_supports(flag: str) -> bool:
 
 
 class Demo:
-    """One run of `make demo`.
+    """One run of `make demo` up to its summary (the caller decides when services stop).
 
     :param workdir: where state, logs, pidfiles and secrets go (`.demo/`).
-    :param exit_after: stop everything after the summary instead of waiting for Ctrl-C.
     """
 
-    def __init__(self, workdir: Path, exit_after: bool):
+    def __init__(self, workdir: Path):
         self.workdir = Path(workdir).resolve()
-        self.exit_after = exit_after
         self.services = Services(self.workdir)
         self.t0 = time.monotonic()
-        self.started_wall = time.time()
         self.traffic = None
         self.api = AirflowAPI(
             AIRFLOW_URL, self.workdir / "airflow" / "simple_auth_manager_passwords.json.generated"

@@ -7,7 +7,7 @@ import math
 import re
 
 import pytest
-from ui_support import FakeGateway, FakeRegistry, degraded_verdict
+from ui_support import FakeGateway, FakeRegistry, judge_verdict
 
 from model_rollout.ui import data, page, series
 
@@ -56,7 +56,7 @@ def seeded():
     for t in range(T0, T0 + 60):
         gw.add(t, "1", requests=18, errors=0, latency_ms=4)
         gw.add(t, "2", requests=2, errors=1, latency_ms=9)
-    verdict = degraded_verdict(gw.snapshot(MODEL, T0), "1", "2")
+    verdict = judge_verdict(gw.snapshot(MODEL, T0), "1", "2")
     assert verdict["status"] == "degraded"
     decisions = [
         {"stage": "staging", "outcome": "passed", "reason": "checks passed"},
@@ -139,3 +139,38 @@ def test_number_format():
     assert page._num(1234.5) == "1,234.5"
     assert page._num(math.nan) == "—"
     assert page._evalue(math.log(40)) == "40"
+
+
+def test_timeline_from_task_instances():
+    tasks = [
+        {"task_id": "resolve", "state": "success", "start": T0, "end": T0 + 1},
+        {"task_id": "shadow.start", "state": "success", "start": T0 + 2, "end": T0 + 3},
+        {"task_id": "canary_5.set_traffic", "state": "success", "start": T0 + 60, "end": None},
+        {"task_id": "step_25.set_traffic", "state": "success", "start": T0 + 120, "end": None},
+        {"task_id": "step_50.set_traffic", "state": None, "start": None, "end": None},
+    ]
+    rollout = {
+        "state": "rolling_out",
+        "decisions": [{"stage": "shadow", "outcome": "healthy"}],
+    }
+    steps = data.timeline(rollout, tasks)
+    assert [(s["label"], s["percent"], s["outcome"]) for s in steps] == [
+        ("shadow", 0, "healthy"),
+        ("canary 5%", 5, "passed"),
+        ("25%", 25, "running"),
+    ]
+    html = page.timeline_html(steps)
+    assert html.count("data-stage=") == 3 and "mirror" in html
+
+
+def test_one_broken_model_does_not_break_the_page(seeded, monkeypatch):
+    sources, _ = seeded
+
+    def boom(*a, **k):
+        raise KeyError("odd tag")
+
+    monkeypatch.setattr(data, "timeline", boom)
+    d = data.collect(sources, now=T0 + 120)
+    assert any(e.startswith(f"model {MODEL}:") for e in d["errors"])
+    html = page.render(d, page.Links("", "/x/", None))
+    assert f'id="model-{MODEL}"' in html

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ui_support import PASSWORD, USER, degraded_verdict, wait_until
+from ui_support import PASSWORD, USER, judge_verdict, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "rollouts-page.png"
@@ -54,8 +54,10 @@ def _stand_in_dag(folder: Path, dag_id: str) -> None:
                 resolve = EmptyOperator(task_id="resolve")
                 with TaskGroup("canary_5"):
                     c5 = EmptyOperator(task_id="set_traffic")
+                    c5 >> EmptyOperator(task_id="gate")
                 with TaskGroup("step_10"):
                     s10 = EmptyOperator(task_id="set_traffic")
+                    s10 >> EmptyOperator(task_id="gate")
                 with TaskGroup("rollback"):
                     rb = EmptyOperator(task_id="restore_traffic")
                 resolve >> c5 >> s10 >> rb
@@ -67,10 +69,12 @@ def _stand_in_dag(folder: Path, dag_id: str) -> None:
     sync_bag_to_db(bag, "dags-folder", None)
 
 
-def _seed_run(dag_id: str, version: str, state: str, start: float, end: float | None, tasks):
-    """Run `rollout__v<version>` with task instances {task_id: (state, start unix s)}."""
+def _seed_run(dag_id, version, state, start, end, tasks, decisions=None) -> str:
+    """Run `rollout__v<version>` with task instances {task_id: (state, start unix s)} and
+    gate decisions {gate task_id: decision} in XCom, as the rollout DAG's gates push them."""
     from airflow.api.common.trigger_dag import trigger_dag
     from airflow.models.dagrun import DagRun
+    from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from airflow.utils.types import DagRunTriggeredByType
     from sqlalchemy import select
@@ -93,6 +97,10 @@ def _seed_run(dag_id: str, version: str, state: str, start: float, end: float | 
             if ti.task_id in tasks:
                 ti.state, at = tasks[ti.task_id]
                 ti.start_date, ti.end_date = dt(at), dt(at + 0.5)
+        for task_id, decision in (decisions or {}).items():
+            XComModel.set(
+                "decision", decision, dag_id=dag_id, task_id=task_id, run_id=run_id, session=s
+            )
     return run_id
 
 
@@ -145,13 +153,14 @@ def test_rollouts_page_behind_login(
     ]
     try:
         time.sleep(5)
+        verdict_b = judge_verdict(backend.snapshot(B, t_start), b1, b2)
         t_step = time.time()
         for model, (v1, v2) in ((A, (a1, a2)), (B, (b1, b2))):
             backend.set_traffic(model, {v1: 90, v2: 10})
 
         def degraded():
             time.sleep(1)
-            v = degraded_verdict(backend.snapshot(A, t_step), a1, a2)
+            v = judge_verdict(backend.snapshot(A, t_step), a1, a2)
             return v if v["status"] == "degraded" and time.time() - t_step > 6 else None
 
         verdict = wait_until(degraded, 30, "a degraded verdict on the failing candidate")
@@ -226,7 +235,22 @@ def test_rollouts_page_behind_login(
         t_rb + 1,
         {**steps, "rollback.restore_traffic": ("success", t_rb)},
     )
-    _seed_run(f"model_rollout__{B}", b2, "running", t_start - 2, None, steps)
+    gate_b = {
+        "stage": "canary_5",
+        "outcome": verdict_b["status"],
+        "reason": verdict_b["reason"],
+        "looks": 2,
+        "verdict": verdict_b,
+    }
+    _seed_run(
+        f"model_rollout__{B}",
+        b2,
+        "running",
+        t_start - 2,
+        None,
+        {**steps, "canary_5.gate": ("success", t_step - 0.5)},
+        {"canary_5.gate": gate_b},
+    )
 
     # --- Airflow's api-server and the browser -----------------------------------------------
     monkeypatch.setenv("MODEL_GATEWAY_URL", gw.url)
@@ -256,6 +280,7 @@ def test_rollouts_page_behind_login(
             row_b = page.locator(f'tr[data-model="{B}"]').inner_text()
             assert f"v{a1} 100%" in row_a and "rolled back" in row_a and "degraded" in row_a
             assert f"v{b1} 90%" in row_b and f"v{b2} 10%" in row_b and "rolling out" in row_b
+            assert verdict_b["status"] in row_b  # the gate decision read from XCom
 
             sec = page.locator(f"section#model-{A}")
             assert reason[:60] in sec.locator('[data-role="reason"]').inner_text()

@@ -103,7 +103,7 @@ class FakeRegistry:
         ]
 
 
-def degraded_verdict(snapshot: dict[str, Any], baseline: str, candidate: str) -> dict[str, Any]:
+def judge_verdict(snapshot: dict[str, Any], baseline: str, candidate: str) -> dict[str, Any]:
     """The real judge's verdict on a canary snapshot (JSON form)."""
     from model_rollout.judge.config import JudgeConfig
     from model_rollout.judge.evaluate import evaluate

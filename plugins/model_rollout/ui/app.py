@@ -1,7 +1,8 @@
 """The Rollouts page: a FastAPI app mounted on Airflow's api-server, behind Airflow's auth.
 
 Routes (under the mount prefix, `/model-rollout-ui`):
-- `GET /` the HTML page (`?model=&version=` one rollout, `?window=<s>` last N seconds);
+- `GET /` the HTML page (`?model=&version=` one rollout, `?window=<s>` last N seconds,
+  `?refresh=<s>` reload every s seconds);
   not signed in -> redirect to the auth manager's login page, back here afterwards.
 - `GET /api/rollouts` the same data as JSON (same query parameters); 401/403 without a token.
 - `GET /icon.svg` the nav icon (public).
@@ -91,15 +92,18 @@ def rollouts_page(
     model: str | None = None,
     version: str | None = None,
     window: Window = None,
+    refresh: Annotated[int | None, Query(ge=5, le=3600)] = None,
 ) -> Response:
-    """The Rollouts page."""
+    """The Rollouts page (`refresh=<s>` reloads it every s seconds)."""
     if not _allowed(user):
         return HTMLResponse(
             "<h1>403</h1><p>You may not read DAG runs, so not this page either.</p>", 403
         )
     data = _collect(model, version, window)
     links = page.Links(_airflow_base(), _page_path(request), data.get("tracking_uri"))
-    return HTMLResponse(page.render(data, links, user=user.get_name()))
+    query = {"model": model, "version": version, "window": window}
+    html = page.render(data, links, user=user.get_name(), query=query, refresh=refresh)
+    return HTMLResponse(html)
 
 
 @app.get("/api/rollouts")

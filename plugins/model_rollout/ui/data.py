@@ -283,7 +283,8 @@ def collect(
         (default: the newest version with a `rollout.state` tag).
     :param window: chart the last `window` seconds instead of the rollout's own span.
     """
-    now = time.time() if now is None else now
+    t_begin = time.time()
+    now = t_begin if now is None else now
     errors = _Errors()
     backend = _open(sources.backend, "gateway", errors)
     registry = _open(sources.registry, "MLflow registry", errors)
@@ -304,9 +305,10 @@ def collect(
     if model is not None:
         names = [model]
     ctx = _Ctx(sources, backend, registry, state, set(dag_ids), errors, now)
-    models = [ctx.model(n, version if model else None, window) for n in names]
+    models = [ctx.safe_model(n, version if model else None, window) for n in names]
     return {
         "generated_at": now,
+        "took": round(time.time() - t_begin, 3),
         "errors": list(errors),
         "tracking_uri": getattr(registry, "tracking_uri", None),
         "gateway_url": getattr(backend, "url", None),
@@ -323,6 +325,16 @@ class _Ctx:
     dag_ids: set[str]
     errors: _Errors
     now: float
+
+    def safe_model(self, name: str, focus: str | None, window: float | None) -> dict[str, Any]:
+        """`model()`, or a bare entry naming the failure: one odd model never breaks the page."""
+        try:
+            return self.model(name, focus, window)
+        except Exception as e:
+            log.exception("rollouts page: model %s", name)
+            self.errors.note(f"model {name}", e)
+            bare = {"route": None, "aliases": {}, "rollouts": [], "rollout": None}
+            return {"name": name, "dag_id": DAG_PREFIX + name, "has_dag": False, **bare}
 
     def model(self, name: str, focus: str | None, window: float | None) -> dict[str, Any]:
         dag_id = DAG_PREFIX + name

@@ -54,7 +54,7 @@ padding:8px 12px;margin:10px 0;border-radius:4px}.reason.ok{border-color:#16a34a
 .steps{display:flex;flex-wrap:wrap;gap:4px;align-items:center;margin:6px 0}
 .step{border:1px solid var(--line);border-radius:6px;padding:4px 8px;background:#fff;min-width:84px}
 .step b{display:block;font-size:13px}.step.bad{border-color:#fca5a5;background:#fef2f2}
-.step.ok{border-color:#86efac}.step.run{border-color:#93c5fd}.arrow{color:var(--mut)}
+.step.ok{border-color:#86efac}.step.warn{border-color:#fde047}.step.run{border-color:#93c5fd}.arrow{color:var(--mut)}
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(370px,1fr));gap:6px 14px}
 .chart-box h4{margin:6px 0 2px;font-size:13px}.legend{display:flex;gap:14px;flex-wrap:wrap;
 font-size:12px;margin:4px 0}.sw{display:inline-block;width:14px;height:3px;vertical-align:middle;
@@ -463,8 +463,23 @@ def model_html(m: dict[str, Any], links: Links) -> str:
     )
 
 
-def render(data: dict[str, Any], links: Links, user: str | None = None) -> str:
-    """The whole page."""
+def render(
+    data: dict[str, Any],
+    links: Links,
+    user: str | None = None,
+    query: dict[str, Any] | None = None,
+    refresh: int | None = None,
+) -> str:
+    """The whole page; `query` is this view's parameters (model, version, window)."""
+    query = {k: v for k, v in (query or {}).items() if v is not None}
+    here = links.page + (f"?{urlencode(query)}" if query else "")
+    if refresh:
+        auto_link = f'<a href="{escape(here)}">auto-refresh off</a>'
+    else:
+        on = links.page + "?" + urlencode({**query, "refresh": 30})
+        auto_link = f'<a href="{escape(on)}">auto-refresh 30 s</a>'
+    meta_refresh = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else ""
+    scope = f' · <a href="{escape(links.page)}">all models</a>' if query.get("model") else ""
     errors = "".join(f"<div>{escape(e)}</div>" for e in data.get("errors") or [])
     errors = (
         f'<div class="errors"><b>Some sources did not answer:</b>{errors}</div>' if errors else ""
@@ -482,8 +497,10 @@ def render(data: dict[str, Any], links: Links, user: str | None = None) -> str:
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>Rollouts</title><style>{CSS}</style></head><body><main>"
-        f'<div class="top"><h1>Rollouts</h1><span class="meta">updated {_when(data["generated_at"])} · '
-        f'<a href="{escape(links.page)}">refresh</a> · <a href="{escape(links.page)}api/rollouts">JSON</a></span></div>'
+        f"{meta_refresh}<title>Rollouts</title><style>{CSS}</style></head><body><main>"
+        f'<div class="top"><h1>Rollouts</h1><span class="meta">updated '
+        f"{_when(data['generated_at'])} in {data.get('took', 0):.1f} s · "
+        f'<a href="{escape(here)}">refresh</a> · {auto_link}{scope} · '
+        f'<a href="{escape(links.page)}api/rollouts">JSON</a></span></div>'
         f'<div class="meta">{sources}</div>{errors}{body}</main></body></html>'
     )

@@ -104,6 +104,12 @@ class Shadow(_Strict):
 
     enabled: bool = True
     duration: Duration = Field(600.0, description="How long the shadow phase lasts.")
+    judge_latency: bool = Field(
+        False,
+        description="Also judge latency on the shadow copies. Off by default: the gateway runs "
+        "shadows deprioritised (a niced worker), so their latency is not the candidate's "
+        "latency on live traffic; the canary judges that.",
+    )
 
 
 class Approval(_Strict):

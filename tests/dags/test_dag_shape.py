@@ -49,6 +49,9 @@ def test_monitors_are_deferrable_with_the_policy_windows():
     assert dag.get_task("canary_5.monitor").window == 30
     assert dag.get_task("step_25.monitor").window == 45
     assert all(dag.get_task(t).deferrable for t in ("shadow.monitor", "canary_5.monitor"))
+    # shadows run deprioritised: their latency is judged only when the policy asks
+    assert not dag.get_task("shadow.monitor").judge_config["latency"]["enabled"]
+    assert dag.get_task("canary_5.monitor").judge_config["latency"]["enabled"]
 
 
 def test_no_shadow_starts_at_the_canary():

@@ -148,7 +148,7 @@ def test_rollouts_page_behind_login(
     for model, (v1, v2) in ((A, (a1, a2)), (B, (b1, b2))):
         backend.set_traffic(model, {v1: 95, v2: 5})
     traffic = [
-        Traffic(gw.url, m, payload, rate=40, max_requests=1500, max_seconds=40, workers=2).start()
+        Traffic(gw.url, m, payload, rate=40, max_requests=2000, max_seconds=45, workers=2).start()
         for m in (A, B)
     ]
     try:

@@ -467,7 +467,7 @@ class _Ctx:
             if not rollout.get("end"):
                 basis = f"last {ROLLOUT_FALLBACK // 60} min"
         start = max(start, end - MAX_WINDOW)
-        pad = max(2.0, 0.1 * (end - start))
+        pad = max(5.0, 0.1 * (end - start))  # some context before and after
         return {"start": start - pad, "end": min(end + pad, now), "basis": basis}
 
 

@@ -311,7 +311,7 @@ def test_rollouts_page_behind_login(
             page.goto(f"{api}/plugin/rollouts", timeout=60_000)
             frame = page.frame_locator('iframe[src*="/model-rollout-ui/"]')
             frame.locator(f"section#model-{A}").wait_for(timeout=90_000)
-            page.screenshot(path="/tmp/rollouts-in-airflow.png")
+            page.screenshot(path=str(tmp_path / "rollouts-in-airflow.png"))
         finally:
             browser.close()
     phase("airflow ui")

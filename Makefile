@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 ARGS ?=
 
-.PHONY: setup test lint format bench demo demo-stop clean
+.PHONY: setup test lint format bench demo demo-stop clean browser
 
 ## setup: install uv if missing, then the locked environment (.venv)
 setup: .venv/.synced
@@ -14,8 +14,12 @@ setup: .venv/.synced
 	$(UV) sync --frozen
 	@touch $@
 
-## test: the whole suite (gateway, judge, DAGs, webhooks); fails when no test ran
-test: setup
+## browser: Debian's chromium for the Rollouts page test (Playwright drives it; no browser download)
+browser:
+	@test -x /usr/bin/chromium || { (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+## test: the whole suite (gateway, judge, DAGs, webhooks, UI); fails when no test ran
+test: setup browser
 	.venv/bin/python -m pytest $(ARGS)
 
 lint: setup

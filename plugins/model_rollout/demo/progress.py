@@ -18,6 +18,7 @@ import requests
 from model_rollout.demo.airflow_api import AirflowAPI
 
 TERMINAL = {"success", "failed"}
+TROUBLE = {"up_for_retry", "up_for_reschedule", "upstream_failed"}  # worth a line: see its log
 RUN_DONE = {"success", "failed"}
 STATS_EVERY = 10.0
 
@@ -146,6 +147,9 @@ class RunWatcher:
         tid = ti["task_id"]
         if state == "deferred" and tid.endswith(".monitor"):
             self.say(f"judge    {tid.split('.')[0]}: watching live statistics")
+            return
+        if state in TROUBLE:
+            self.say(f"task     {tid}: {state} (its log: Airflow UI, or .demo/airflow/logs/)")
             return
         if state not in TERMINAL:
             return

@@ -81,13 +81,12 @@ judge:
 
 # Airflow imports $AIRFLOW_HOME/config/airflow_local_settings.py in every component at start.
 LOCAL_SETTINGS = """\
-\"\"\"Written by `make demo`: import once, at start, what rollout DAGs and tasks import.
+\"\"\"Written by `make demo`: import once, at start, what rollout tasks and monitors import.
 
-LocalExecutor forks its workers from the scheduler and every task process from a worker; the
-DAG processor forks its parsers; so what is imported here is inherited, and no task or parse
-pays again for scipy, pandas and mlflow (~5 s idle, up to ~50 s on a busy 2-core machine).
-The api-server needs it too: its first look at the rollout DAG imports the same modules, and
-under load that blocked it long enough for running tasks' calls to it to fail.
+LocalExecutor forks its workers from the scheduler and every task process from a worker, so
+what the scheduler imports here is inherited and no task pays again for mlflow, sklearn and
+pandas (~5 s idle, up to ~50 s on a busy 2-core machine). The triggerer gets the judge's
+statistics (scipy), which its first look at a window would otherwise import in its event loop.
 Only modules that do not import Airflow: this runs while Airflow itself is being imported.
 \"\"\"
 
@@ -95,11 +94,14 @@ import sys
 
 _COMPONENT = sys.argv[1] if len(sys.argv) > 1 else ""
 if _COMPONENT in ("scheduler", "triggerer", "dag-processor", "api-server"):
-    import model_rollout.policy  # noqa: F401  (pydantic, the judge: numpy, scipy, pandas)
+    import model_rollout.policy  # noqa: F401  (what parsing the DAG file and webhooks need)
+if _COMPONENT == "triggerer":
+    from model_rollout.judge import evaluate  # noqa: F401
 if _COMPONENT == "scheduler":
     import mlflow.pyfunc  # noqa: F401
     import mlflow.sklearn  # noqa: F401
     import model_rollout.registry  # noqa: F401
+    import pandas  # noqa: F401
     import sklearn.linear_model  # noqa: F401
 """
 
@@ -435,7 +437,12 @@ class Demo:
         by = run.get("triggering_user_name") or "?"
         self.say(f"airflow  run {run_id} created by {by} ({run.get('state')})")
         watcher = RunWatcher(self.api, GATEWAY_URL, token, MODEL, DAG_ID, run_id, version, self.say)
-        report = watcher.watch(timeout=420)
+        try:
+            report = watcher.watch(timeout=420)
+        except TimeoutError as e:
+            raise DemoError(
+                f"{e}; its task logs are in {self.workdir / 'airflow' / 'logs' / ('dag_id=' + DAG_ID)}"
+            ) from None
         outcome = "PROMOTED" if report.state == "success" else "ROLLED BACK"
         if report.state != "success" and report.stage == "staging":
             outcome = "BLOCKED"

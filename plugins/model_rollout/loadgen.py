@@ -54,6 +54,8 @@ class Traffic:
     :param conversion: version -> probability that a request answered by it "converts";
         the outcome (1/0) is posted as feedback. None: no feedback.
     :param workers: concurrent client threads (keep-alive sessions).
+    :param timeout: seconds a request may take before it counts as failed (a slow answer on a
+        loaded machine is not a lost request).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class Traffic:
         conversion: dict[str, float] | Callable[[str], float] | None = None,
         workers: int = 2,
         seed: int = 0,
+        timeout: float = 60.0,
     ):
         ensure_loopback(url)
         self.url = url.rstrip("/")
@@ -78,6 +81,7 @@ class Traffic:
         self.max_seconds = max_seconds
         self.conversion = conversion
         self.workers = workers
+        self.timeout = timeout
         self.stats = TrafficStats()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -115,7 +119,7 @@ class Traffic:
             body, key = self.payload(i)
             headers = {"X-Routing-Key": key} if key else {}
             try:
-                r = s.post(invoke, json=body, headers=headers, timeout=10)
+                r = s.post(invoke, json=body, headers=headers, timeout=self.timeout)
             except requests.RequestException as e:
                 with self._lock:
                     self.stats.sent += 1
@@ -136,7 +140,9 @@ class Traffic:
                     outcome = 1.0 if self._rng.random() < p else 0.0
                 rid = r.headers.get("X-Request-Id")
                 try:
-                    fr = s.post(feedback, json={"request_id": rid, "outcome": outcome}, timeout=10)
+                    fr = s.post(
+                        feedback, json={"request_id": rid, "outcome": outcome}, timeout=self.timeout
+                    )
                     if fr.status_code < 300:
                         with self._lock:
                             self.stats.feedback += 1

@@ -96,6 +96,7 @@ class RunWatcher:
         self.poll = poll
         self.report = RunReport(run_id=run_id, candidate=candidate, incumbent=None)
         self._states: dict[str, str] = {}
+        self._tis: dict[str, dict] = {}
         self._route: dict | None = None
         self._run_state: str | None = None
         self._last_stats = 0.0
@@ -180,12 +181,7 @@ class RunWatcher:
                         self.say(f"         {line}")
             return
         if tid.endswith(".monitor"):
-            if state == "success":
-                end = ts(ti.get("end_date"))
-                event = self.api.xcom(self.dag_id, self.run_id, tid) or {}
-                if event.get("outcome") == "degraded" and self.report.detected_at is None:
-                    self.report.detected_at = end
-            return
+            return  # its verdict is printed by the stage's gate
         if tid in ("shadow.start",) or tid.endswith(".set_traffic"):
             applied = (self.api.xcom(self.dag_id, self.run_id, tid) or {}).get("applied_at")
             if state == "success" and self.report.first_traffic_at is None:
@@ -218,6 +214,7 @@ class RunWatcher:
         )
         for ti in tis:
             st = str(ti.get("state"))
+            self._tis[ti["task_id"]] = ti
             if self._states.get(ti["task_id"]) != st:
                 self._states[ti["task_id"]] = st
                 self._on_task(ti, st)
@@ -258,6 +255,11 @@ class RunWatcher:
             elif blocked.get("outcome") == "blocked":
                 r.reason = f"staging: {blocked.get('reason')}"
                 r.stage = "staging"
+        for d in r.decisions:  # the monitor ended the moment the judge said degraded
+            if d.get("outcome") == "degraded" and r.detected_at is None:
+                r.detected_at = ts(
+                    (self._tis.get(f"{d.get('stage')}.monitor") or {}).get("end_date")
+                )
         since = r.started_at or time.time() - 600
         snap = self._gw(f"/admin/models/{self.model}/stats", since=since) or {}
         for arm in snap.get("arms") or []:

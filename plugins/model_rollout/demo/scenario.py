@@ -489,7 +489,7 @@ class Demo:
             )
             if rep.first_traffic_at and rep.restored_at:
                 detect = (
-                    f"the judge said degraded after {rep.detected_at - rep.first_traffic_at:.1f} s, "
+                    f"the monitor ended degraded after {rep.detected_at - rep.first_traffic_at:.1f} s, "
                     if rep.detected_at
                     else ""
                 )

@@ -769,7 +769,7 @@ def render(results: list[dict], micro: dict, meta: dict) -> str:
         f"{sum(r['checked'] for r in results)} comparisons.",
         "",
         f"One `evaluate()` on a typical 30-minute canary snapshot ({micro['requests']:,} "
-        f"requests, {micro['buckets']} non-empty latency buckets per arm, 3 metrics plus SRM): "
+        f"requests, {micro['buckets']} non-empty latency buckets per arm, 4 metrics plus SRM): "
         f"**{micro['evaluate_cpu_us']:.0f} µs of CPU** ({micro['evaluate_us']:.0f} µs wall; best "
         f"of 7 x 200 calls, while the 1-minute load average was {micro['load']:.1f} on 2 cores "
         "shared with other work, so both figures are inflated). Peer in the same run: "

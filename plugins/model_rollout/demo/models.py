@@ -20,7 +20,7 @@ MODEL = "iris"
 EXPERIMENT = "model_rollout_demo"
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 HOLDOUT = Path(__file__).resolve().parents[3] / "include" / "data" / "iris_holdout.csv"
-FAIL_SHARE = 0.2  # share of all possible rows the degraded model crashes on
+FAIL_SHARE = 0.12  # hash threshold: ~8% of the 150 iris rows crash (none of the holdout's)
 
 
 def row_unit(row, seed: int) -> float:

@@ -51,17 +51,18 @@ STATE_DIRS = ("mlflow", "gateway", "airflow", "policies", "logs")
 
 # Windows compressed from minutes to seconds; judge settings sized for ~100 req/s on a busy
 # 2-core machine (see docs/demo.md): 20% of 100 req/s gives enough requests in 25 s for every
-# metric to be called healthy; a crash rate of a few percent is caught in seconds. Looks every
-# 4 s, not 2: a trigger firing within ~5 s of its deferral hits Airflow 3.3.2's stale
+# metric to be called healthy; an 8% crash rate is caught after 6-10 s of mirrored traffic. Looks
+# every 6 s, not 2: a trigger firing within ~5 s of its deferral hits Airflow 3.3.2's stale
 # defer-exit race (apache/airflow#67287: the resumed monitor is marked failed), which still
-# rolls back but loses the judge's reason.
+# rolls back but loses the judge's reason; the first look (just after deferral) comes too early
+# to decide, the second comes after that race's window.
 POLICY = """\
 # Written by `make demo` (model_rollout.demo); the demo points MODEL_ROLLOUT_POLICIES here.
 model: iris
 trigger: {event: alias, alias: challenger}
 steps: [20, 50, 100]
 step_duration: 25
-poll_interval: 4
+poll_interval: 6
 on_inconclusive: extend
 task_retries: 1
 retry_delay: 5

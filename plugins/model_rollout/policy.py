@@ -199,6 +199,18 @@ class Policy(_Strict):
         """Monitor window (s) of a traffic step."""
         return self.step_durations.get(step, self.step_duration)
 
+    def judge_settings(self, mode: str) -> dict:
+        """The judge's settings for a stage ("shadow" or "canary") as a dict.
+
+        Shadow copies run deprioritised in the gateway, so their latency is judged only when
+        `shadow.judge_latency` says so; the canary judges latency on live traffic.
+        """
+        cfg = self.judge.model_dump(mode="json")
+        if mode == "shadow" and not self.shadow.judge_latency:
+            cfg["latency"]["enabled"] = False
+            cfg["latency_tail"]["enabled"] = False
+        return cfg
+
     @property
     def canary_steps(self) -> list[int]:
         """Steps that are judged against the incumbent (all but the final 100%)."""

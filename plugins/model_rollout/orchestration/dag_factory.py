@@ -61,15 +61,6 @@ def _approval(task_id: str, subject: str, body: str, timeout: float):
     )
 
 
-def _shadow_judge_config(policy: Policy) -> dict:
-    """The judge settings of the shadow stage: latency only when the policy asks for it."""
-    cfg = policy.judge.model_dump(mode="json")
-    if not policy.shadow.judge_latency:
-        cfg["latency"]["enabled"] = False
-        cfg["latency_tail"]["enabled"] = False
-    return cfg
-
-
 def _entry_task_id(group: str) -> str:
     return f"{group}.start" if group == "shadow" else f"{group}.set_traffic"
 
@@ -77,8 +68,6 @@ def _entry_task_id(group: str) -> str:
 def build_rollout_dag(policy: Policy) -> DAG:
     """One DAG per registered model: `model_rollout__<model>`, one active run at a time."""
     timeout = timedelta(seconds=policy.task_timeout)
-    judge_config = policy.judge.model_dump(mode="json")
-    shadow_judge_config = _shadow_judge_config(policy)
     with DAG(
         dag_id=policy.dag_id,
         schedule=None,
@@ -158,7 +147,7 @@ def build_rollout_dag(policy: Policy) -> DAG:
                     poll_interval=policy.poll_interval,
                     on_inconclusive=policy.on_inconclusive,
                     extend_by=policy.extend_by,
-                    judge_config=shadow_judge_config if mode == "shadow" else judge_config,
+                    judge_config=policy.judge_settings("shadow" if mode == "shadow" else "canary"),
                     resolve_task_id=tasks.RESOLVE,
                     traffic_task_id=start.task_id,
                     retries=0,

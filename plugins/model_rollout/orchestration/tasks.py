@@ -311,6 +311,14 @@ def monitor_gate(
     if not event:
         why = _failure_of(ti, [traffic_task]) or f"{monitor_task} failed or timed out"
         decision = {"stage": stage, "outcome": "failed", "reason": why}
+        verdict = _judge_once(policy, stage, traffic_task, context)
+        if verdict and verdict.get("status") == "degraded":  # the evidence says more
+            decision = {
+                "stage": stage,
+                "outcome": "degraded",
+                "verdict": verdict,
+                "reason": f"{verdict.get('reason')} (judged at the gate: {why})",
+            }
         target = degraded_task
     else:
         verdict = event.get("verdict") or {}
@@ -330,6 +338,34 @@ def monitor_gate(
             target = degraded_task
     ti.xcom_push("decision", decision)
     return target
+
+
+def _judge_once(policy: Policy, stage: str, traffic_task: str, context) -> dict[str, Any] | None:
+    """The judge's verdict on the stage's traffic so far, or None when it cannot be had.
+
+    Used when the monitor left no outcome (e.g. a trigger that fired within seconds of
+    deferring can be marked failed by Airflow 3.3.2): rolling back stays the answer either
+    way, but the reason should be the evidence when there is some.
+    """
+    from model_rollout.orchestration.monitor import judge_snapshot
+
+    ti = context["ti"]
+    applied = ti.xcom_pull(task_ids=traffic_task) or {}
+    r = _resolved(context)
+    if "applied_at" not in applied or not r.get("incumbent") or not r.get("candidate"):
+        return None
+    try:
+        snapshot = _backend().snapshot(policy.model, float(applied["applied_at"]))
+        mode = "shadow" if stage == "shadow" else "canary"
+        return judge_snapshot(
+            snapshot,
+            baseline=r["incumbent"],
+            candidate=r["candidate"],
+            mode=mode,
+            judge_config=policy.judge_settings(mode),
+        )
+    except Exception:  # the gate must decide even when the gateway cannot answer
+        return None
 
 
 @records_failure

@@ -36,6 +36,8 @@ class TrafficStats:
     failed: Counter = field(default_factory=Counter)
     feedback: int = 0
     errors: list[str] = field(default_factory=list)
+    # (unix time answered, request id, version) per answer, when the generator records them
+    answers: list[tuple[float, str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> int:
@@ -56,6 +58,8 @@ class Traffic:
     :param workers: concurrent client threads (keep-alive sessions).
     :param timeout: seconds a request may take before it counts as failed (a slow answer on a
         loaded machine is not a lost request).
+    :param record: keep (time, request id, version) of every answer in `stats.answers` (to
+        reconcile with the gateway's request log).
     """
 
     def __init__(
@@ -71,8 +75,10 @@ class Traffic:
         workers: int = 2,
         seed: int = 0,
         timeout: float = 60.0,
+        record: bool = False,
     ):
         ensure_loopback(url)
+        self.record = record
         self.url = url.rstrip("/")
         self.model = model
         self.payload = payload
@@ -132,6 +138,9 @@ class Traffic:
                 self.stats.sent += 1
                 if r.status_code == 200:
                     self.stats.answered[version] += 1
+                    if self.record:
+                        rid = r.headers.get("X-Request-Id", "")
+                        self.stats.answers.append((time.time(), rid, version))
                 else:
                     self.stats.failed[f"{version}:{r.status_code}"] += 1
             p = self._p_convert(version)
@@ -169,3 +178,91 @@ class Traffic:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _conversion(items: list[str]) -> dict[str, float] | None:
+    """["*=0.4", "2=0.2"] -> {"*": 0.4, "2": 0.2}; [] -> None (no feedback)."""
+    out = {}
+    for item in items:
+        version, sep, p = item.partition("=")
+        try:
+            out[version if sep else "*"] = float(p if sep else version)
+        except ValueError:
+            raise SystemExit(
+                f"--conversion {item!r}: expected VERSION=P or P, P in [0, 1]"
+            ) from None
+    return out or None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m model_rollout.loadgen URL MODEL --payloads FILE ...`.
+
+    Why a process of its own: a load generator sharing a process (and its GIL) with what it
+    measures, such as `dag.test()`, slows both. Runs until a bound or SIGTERM/SIGINT, prints
+    progress every 10 s to stderr, then writes a JSON summary (with every answer when
+    `--record`) to `--out`.
+    """
+    import argparse
+    import json
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m model_rollout.loadgen")
+    parser.add_argument("url", help="gateway base URL (loopback only)")
+    parser.add_argument("model")
+    parser.add_argument("--payloads", required=True, help="JSON file: a list of request bodies")
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--max-requests", type=int, default=100_000)
+    parser.add_argument("--max-seconds", type=float, default=600.0)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--conversion", action="append", default=[], help="VERSION=P or P")
+    parser.add_argument("--record", action="store_true", help="keep every answer in --out")
+    parser.add_argument("--out", required=True, help="JSON summary written at the end")
+    args = parser.parse_args(argv)
+    with open(args.payloads) as f:
+        bodies = json.load(f)
+    if not isinstance(bodies, list) or not bodies:
+        raise SystemExit(f"--payloads {args.payloads}: expected a non-empty JSON list of bodies")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    traffic = Traffic(
+        args.url,
+        args.model,
+        lambda i: (bodies[i % len(bodies)], None),
+        rate=args.rate,
+        max_requests=args.max_requests,
+        max_seconds=args.max_seconds,
+        conversion=_conversion(args.conversion),
+        workers=args.workers,
+        record=args.record,
+    )
+    started = time.time()
+    traffic.start()
+    while not stop.wait(10.0) and any(t.is_alive() for t in traffic._threads):
+        st = traffic.stats
+        print(
+            f"loadgen: {st.sent} sent, {st.ok} answered, {sum(st.failed.values())} failed "
+            f"in {time.time() - started:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    st = traffic.stop()
+    stopped = time.time()
+    summary = {
+        "started": started,
+        "stopped": stopped,
+        "sent": st.sent,
+        "answered": dict(st.answered),
+        "failed": dict(st.failed),
+        "feedback": st.feedback,
+        "errors": st.errors,
+        "answers": st.answers,
+    }
+    with open(args.out, "w") as f:
+        json.dump(summary, f)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,14 +7,20 @@ compressed to seconds by the test policies.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 from support.models import iris_rows, register_iris_version, scoring_payload
-from support.servers import GatewayProcess
+from support.rollout_env import (
+    Env,
+    aliases,
+    champion_serving,
+    rollout_env,
+    states,
+    ti_times,
+    version_tags,
+)
 
 from model_rollout.loadgen import Traffic
 
@@ -59,72 +65,19 @@ MODELS = {
 }
 
 
-@dataclass
-class Env:
-    tracking_uri: str
-    gateway: GatewayProcess
-    bag: object
-
-    def dag(self, model: str):
-        return self.bag.get_dag(f"model_rollout__{model}")
-
-    def route(self, model: str) -> dict:
-        r = requests.get(
-            f"{self.gateway.url}/admin/models/{model}/route", headers=self.gateway.auth, timeout=10
-        )
-        r.raise_for_status()
-        return r.json()
-
-    def registry(self):
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-
-
 @pytest.fixture(scope="module")
 def env(mlflow_server, airflow_db, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("policies")
-    for name, (shadow, kpi) in MODELS.items():
-        text = POLICY.format(shadow=str(shadow).lower(), kpi=str(kpi).lower(), holdout=HOLDOUT)
-        (folder / f"{name}.yaml").write_text(text)
-    gw = GatewayProcess(tmp_path_factory.mktemp("gateway"), tracking_uri=mlflow_server).start()
-    saved = {
-        k: os.environ.get(k)
-        for k in (
-            "MODEL_ROLLOUT_POLICIES",
-            "MLFLOW_TRACKING_URI",
-            "MODEL_GATEWAY_URL",
-            "MODEL_GATEWAY_TOKEN",
-        )
+    policies = {
+        name: POLICY.format(shadow=str(shadow).lower(), kpi=str(kpi).lower(), holdout=HOLDOUT)
+        for name, (shadow, kpi) in MODELS.items()
     }
-    os.environ.update(
-        MODEL_ROLLOUT_POLICIES=str(folder),
-        MLFLOW_TRACKING_URI=mlflow_server,
-        MODEL_GATEWAY_URL=gw.url,
-        MODEL_GATEWAY_TOKEN=gw.token,
-    )
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert not bag.import_errors, bag.import_errors
-    yield Env(mlflow_server, gw, bag)
-    gw.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-def champion_serving(env: Env, model: str) -> str:
-    """Register a good v1 as champion and put it at 100% in the gateway (production today)."""
-    from model_rollout.backends.gateway import GatewayBackend
-
-    v1 = register_iris_version(env.tracking_uri, model, kind="good", alias="champion")
-    backend = GatewayBackend(env.gateway.url, env.gateway.token)
-    backend.deploy(model, v1)
-    backend.set_traffic(model, {v1: 100}, [])
-    return v1
+    with rollout_env(
+        mlflow_server,
+        tmp_path_factory.mktemp("policies"),
+        tmp_path_factory.mktemp("gateway"),
+        policies,
+    ) as e:
+        yield e
 
 
 ROWS = iris_rows(500, seed=1)
@@ -153,29 +106,10 @@ def traffic(env: Env, model: str, conversion=None, rate: float = 150.0) -> Traff
     )
 
 
-def states(dr) -> dict[str, str]:
-    return {
-        ti.task_id: str(ti.state.value if hasattr(ti.state, "value") else ti.state)
-        for ti in dr.get_task_instances()
-    }
-
-
 def run(env: Env, model: str, version: str, **traffic_kw):
     with traffic(env, model, **traffic_kw) as t:
         dr = env.dag(model).test(run_conf={"version": version})
     return dr, states(dr), t.stats
-
-
-def ti_times(dr) -> dict[str, tuple]:
-    return {ti.task_id: (ti.start_date, ti.end_date) for ti in dr.get_task_instances()}
-
-
-def version_tags(env: Env, model: str, version: str) -> dict[str, str]:
-    return dict(env.registry().get_model_version(model, version).tags)
-
-
-def aliases(env: Env, model: str) -> dict[str, str]:
-    return {k: str(v) for k, v in env.registry().get_registered_model(model).aliases.items()}
 
 
 def assert_rolled_back(env, model, v1, v2, dr, st, stage):

@@ -114,7 +114,9 @@ def _start(tracking_uri: str):
     mlflow.set_experiment(EXPERIMENT)
 
 
-def register_sklearn(tracking_uri: str, c: float, description: str) -> Registered:
+def register_sklearn(
+    tracking_uri: str, c: float, description: str, model: str = MODEL
+) -> Registered:
     """A plain `mlflow.sklearn` LogisticRegression (explicit requirements: no 20 s inference)."""
     import mlflow
     from mlflow.models import infer_signature
@@ -128,7 +130,7 @@ def register_sklearn(tracking_uri: str, c: float, description: str) -> Registere
             name="model",
             signature=infer_signature(X, clf.predict(X)),
             pip_requirements=_requirements(),
-            registered_model_name=MODEL,
+            registered_model_name=model,
         )
         mlflow.set_tags({"demo.role": description})
     return Registered(str(info.registered_model_version), description)

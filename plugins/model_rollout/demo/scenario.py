@@ -40,11 +40,33 @@ VENV_BIN = Path(sys.executable).parent
 MODEL = "iris"
 DAG_ID = f"model_rollout__{MODEL}"
 WATCHER_DAG_ID = "model_rollout_watcher"
-MLFLOW_PORT, GATEWAY_PORT, AIRFLOW_PORT = 5080, 8790, 8080
-MLFLOW_URL = f"http://127.0.0.1:{MLFLOW_PORT}"
-GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}"
-AIRFLOW_URL = f"http://127.0.0.1:{AIRFLOW_PORT}"
-WEBHOOK_URL = f"{AIRFLOW_URL}/model-rollout/webhooks/mlflow"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Loopback ports of the three services (tests pick free ones; the demo uses these)."""
+
+    mlflow: int = 5080
+    gateway: int = 8790
+    airflow: int = 8080
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.airflow}"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.airflow_url}/model-rollout/webhooks/mlflow"
+
+
 TRAFFIC_RATE = 100.0  # requests per second, every one with a feedback outcome
 CONVERSION = 0.4  # share of answered requests whose (synthetic) user converts
 STATE_DIRS = ("mlflow", "gateway", "airflow", "policies", "logs")
@@ -136,8 +158,16 @@ class Secrets:
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
-    """os.environ with the venv's bin/ first on PATH (airflow and mlflow spawn their tools)."""
-    env = dict(os.environ)
+    """os.environ with the venv's bin/ first on PATH (airflow and mlflow spawn their tools).
+
+    Airflow settings of the calling shell (or test process) are dropped: the services run on
+    the demo's own embedded defaults, whatever AIRFLOW__* the caller has set.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")) and k != "AIRFLOW_HOME"
+    }
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
@@ -158,15 +188,29 @@ class Demo:
     """One run of `make demo` up to its summary (the caller decides when services stop).
 
     :param workdir: where state, logs, pidfiles and secrets go (`.demo/`).
+    :param ports: the services' loopback ports (the end-to-end tests pick free ones).
+    :param policies: policy YAML per model, written to the policies folder Airflow reads.
+    :param traffic_rate: live requests per second, each with a feedback outcome.
     """
 
-    def __init__(self, workdir: Path):
+    def __init__(
+        self,
+        workdir: Path,
+        ports: Ports = Ports(),
+        policies: dict[str, str] | None = None,
+        traffic_rate: float = TRAFFIC_RATE,
+    ):
         self.workdir = Path(workdir).resolve()
+        self.ports = ports
+        self.policies = policies if policies is not None else {MODEL: POLICY}
+        self.traffic_rate = traffic_rate
+        self.sec: Secrets | None = None
         self.services = Services(self.workdir)
         self.t0 = time.monotonic()
         self.traffic = None
         self.api = AirflowAPI(
-            AIRFLOW_URL, self.workdir / "airflow" / "simple_auth_manager_passwords.json.generated"
+            self.ports.airflow_url,
+            self.workdir / "airflow" / "simple_auth_manager_passwords.json.generated",
         )
         self.reports: list[tuple[str, str, RunReport]] = []  # (role, description, report)
         self.models: dict[str, tuple[str, str]] = {}  # role -> (version, description)
@@ -186,12 +230,14 @@ class Demo:
             shutil.rmtree(self.workdir / d, ignore_errors=True)
         for d in STATE_DIRS:
             (self.workdir / d).mkdir(parents=True, exist_ok=True)
-        (self.workdir / "policies" / f"{MODEL}.yaml").write_text(POLICY)
+        for model, text in self.policies.items():
+            (self.workdir / "policies" / f"{model}.yaml").write_text(text)
         (self.workdir / "airflow" / "config").mkdir()
         (self.workdir / "airflow" / "config" / "airflow_local_settings.py").write_text(
             LOCAL_SETTINGS
         )
-        return Secrets.create(self.workdir / "secrets.json")
+        self.sec = Secrets.create(self.workdir / "secrets.json")
+        return self.sec
 
     def service_defs(self, sec: Secrets) -> tuple[Service, Service, Service]:
         w = self.workdir
@@ -212,12 +258,12 @@ class Demo:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(MLFLOW_PORT),
+                str(self.ports.mlflow),
                 "--workers",
                 "1",
             ],
-            port=MLFLOW_PORT,
-            ready=lambda: http_ok(f"{MLFLOW_URL}/health"),
+            port=self.ports.mlflow,
+            ready=lambda: http_ok(f"{self.ports.mlflow_url}/health"),
             cwd=w / "mlflow",
             env=_env(
                 {
@@ -237,23 +283,28 @@ class Demo:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(GATEWAY_PORT),
+                str(self.ports.gateway),
                 "--data-dir",
                 str(w / "gateway"),
                 "--mlflow-tracking-uri",
-                MLFLOW_URL,
+                self.ports.mlflow_url,
                 "--log-level",
                 "warning",
                 *gateway_extra,
             ],
-            port=GATEWAY_PORT,
-            ready=lambda: http_ok(f"{GATEWAY_URL}/healthz"),
-            env=_env({"MODEL_GATEWAY_TOKEN": sec.gateway_token, "MLFLOW_TRACKING_URI": MLFLOW_URL}),
+            port=self.ports.gateway,
+            ready=lambda: http_ok(f"{self.ports.gateway_url}/healthz"),
+            env=_env(
+                {
+                    "MODEL_GATEWAY_TOKEN": sec.gateway_token,
+                    "MLFLOW_TRACKING_URI": self.ports.mlflow_url,
+                }
+            ),
         )
         airflow = Service(
             name="airflow",
             cmd=[str(VENV_BIN / "airflow"), "standalone"],
-            port=AIRFLOW_PORT,
+            port=self.ports.airflow,
             ready=self.api.health_problem,
             cwd=w / "airflow",
             leader_signal=signal.SIGINT,  # standalone's own shutdown: SIGTERM to each part
@@ -269,26 +320,26 @@ class Demo:
                     "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "300",
                     # the DAG files do not change during a demo: parse once, not every 30 s
                     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
-                    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{AIRFLOW_URL}/execution/",
+                    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.ports.airflow_url}/execution/",
                     "AIRFLOW__API__HOST": "127.0.0.1",
-                    "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
+                    "AIRFLOW__API__PORT": str(self.ports.airflow),
                     "AIRFLOW__API__WORKERS": "1",
-                    "AIRFLOW__API__BASE_URL": AIRFLOW_URL,
+                    "AIRFLOW__API__BASE_URL": self.ports.airflow_url,
                     "MODEL_ROLLOUT_POLICIES": str(w / "policies"),
                     "MODEL_ROLLOUT_WEBHOOK_SECRET": sec.webhook_secret,
                     "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(
-                        {"conn_type": "http", "host": "127.0.0.1", "port": MLFLOW_PORT}
+                        {"conn_type": "http", "host": "127.0.0.1", "port": self.ports.mlflow}
                     ),
                     "AIRFLOW_CONN_MODEL_GATEWAY_DEFAULT": json.dumps(
                         {
                             "conn_type": "http",
                             "host": "127.0.0.1",
-                            "port": GATEWAY_PORT,
+                            "port": self.ports.gateway,
                             "password": sec.gateway_token,
                         }
                     ),
-                    "MLFLOW_TRACKING_URI": MLFLOW_URL,
-                    "MODEL_GATEWAY_URL": GATEWAY_URL,
+                    "MLFLOW_TRACKING_URI": self.ports.mlflow_url,
+                    "MODEL_GATEWAY_URL": self.ports.gateway_url,
                     "MODEL_GATEWAY_TOKEN": sec.gateway_token,
                 }
             ),
@@ -317,15 +368,19 @@ class Demo:
         from model_rollout.demo import models
 
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-        v1 = models.register_sklearn(MLFLOW_URL, 1.0, "incumbent: LogisticRegression C=1")
+        v1 = models.register_sklearn(
+            self.ports.mlflow_url, 1.0, "incumbent: LogisticRegression C=1"
+        )
         from mlflow import MlflowClient
 
-        MlflowClient(MLFLOW_URL, MLFLOW_URL).set_registered_model_alias(
+        MlflowClient(self.ports.mlflow_url, self.ports.mlflow_url).set_registered_model_alias(
             MODEL, "champion", v1.version
         )
-        v2 = models.register_sklearn(MLFLOW_URL, 2.0, "healthy: LogisticRegression C=2 (retrained)")
+        v2 = models.register_sklearn(
+            self.ports.mlflow_url, 2.0, "healthy: LogisticRegression C=2 (retrained)"
+        )
         seed = models.holdout_safe_seed()
-        v3 = models.register_crashing(MLFLOW_URL, 2.0, models.FAIL_SHARE, seed)
+        v3 = models.register_crashing(self.ports.mlflow_url, 2.0, models.FAIL_SHARE, seed)
         self.models = {
             "incumbent": (v1.version, v1.description),
             "healthy": (v2.version, v2.description),
@@ -337,7 +392,7 @@ class Demo:
         from model_rollout.backends.gateway import GatewayBackend
 
         v1 = self.models["incumbent"][0]
-        backend = GatewayBackend(GATEWAY_URL, token)
+        backend = GatewayBackend(self.ports.gateway_url, token)
         backend.deploy(MODEL, v1)
         backend.set_traffic(MODEL, {v1: 100}, [], staging=None)
         self.say(f"gateway  {MODEL} v{v1} loaded and serving 100% of live traffic")
@@ -355,18 +410,18 @@ class Demo:
             return {"dataframe_split": {"columns": COLUMNS, "data": [row]}}, f"user-{i % 5000}"
 
         self.traffic = Traffic(
-            GATEWAY_URL,
+            self.ports.gateway_url,
             MODEL,
             payload,
-            rate=TRAFFIC_RATE,
-            max_requests=int(TRAFFIC_RATE * 900),
+            rate=self.traffic_rate,
+            max_requests=int(self.traffic_rate * 900),
             max_seconds=900,
             conversion={"*": CONVERSION},
             workers=4,
             seed=11,
         ).start()
         self.say(
-            f"traffic  {TRAFFIC_RATE:.0f} req/s of iris rows to {GATEWAY_URL}, each answer "
+            f"traffic  {self.traffic_rate:.0f} req/s of iris rows to {self.ports.gateway_url}, each answer "
             f"followed by a feedback outcome ({CONVERSION:.0%} convert)"
         )
 
@@ -391,9 +446,9 @@ class Demo:
             str(VENV_BIN / "model-rollout"),
             "register-webhook",
             "--url",
-            WEBHOOK_URL,
+            self.ports.webhook_url,
             "--tracking-uri",
-            MLFLOW_URL,
+            self.ports.mlflow_url,
             "--policies",
             str(self.workdir / "policies"),
         ]
@@ -407,12 +462,12 @@ class Demo:
         """MLflow's signed test delivery to the receiver: 202 means secret and URL agree."""
         from mlflow import MlflowClient
 
-        client = MlflowClient(MLFLOW_URL, MLFLOW_URL)
+        client = MlflowClient(self.ports.mlflow_url, self.ports.mlflow_url)
         hook = next(w for w in client.list_webhooks(max_results=100) if w.name == "model-rollout")
         result = client.test_webhook(hook.webhook_id)
         if not result.success:
             raise DemoError(
-                f"MLflow's test delivery to {WEBHOOK_URL} failed: "
+                f"MLflow's test delivery to {self.ports.webhook_url} failed: "
                 f"{result.error_message or result.response_status} {result.response_body or ''}"
             )
         self.say(f"webhook  {self.webhook_line}")
@@ -427,7 +482,7 @@ class Demo:
         run_id = f"rollout__v{version}"
         print(flush=True)
         self.say(f"=== rollout of v{version}, the {description}")
-        MlflowClient(MLFLOW_URL, MLFLOW_URL).set_registered_model_alias(
+        MlflowClient(self.ports.mlflow_url, self.ports.mlflow_url).set_registered_model_alias(
             MODEL, "challenger", version
         )
         self.say(f"mlflow   alias challenger -> v{version} set; waiting for the webhook's run")
@@ -440,7 +495,9 @@ class Demo:
             )
         by = run.get("triggering_user_name") or "?"
         self.say(f"airflow  run {run_id} created by {by} ({run.get('state')})")
-        watcher = RunWatcher(self.api, GATEWAY_URL, token, MODEL, DAG_ID, run_id, version, self.say)
+        watcher = RunWatcher(
+            self.api, self.ports.gateway_url, token, MODEL, DAG_ID, run_id, version, self.say
+        )
         try:
             report = watcher.watch(timeout=420)
         except TimeoutError as e:
@@ -458,7 +515,7 @@ class Demo:
     def summary(self) -> str:
         from mlflow import MlflowClient
 
-        client = MlflowClient(MLFLOW_URL, MLFLOW_URL)
+        client = MlflowClient(self.ports.mlflow_url, self.ports.mlflow_url)
         aliases = client.get_registered_model(MODEL).aliases
         by_version = {str(v): a for a, v in aliases.items()}
         lines = ["", "=" * 100, "SUMMARY", "=" * 100]
@@ -525,7 +582,9 @@ class Demo:
             password = self.api.password()
         except (OSError, ValueError, KeyError):
             password = f"(see {self.api.password_file})"
-        lines.append(f"Airflow UI     {AIRFLOW_URL}/dags/{DAG_ID}   login {USER} / {password}")
+        lines.append(
+            f"Airflow UI     {self.ports.airflow_url}/dags/{DAG_ID}   login {USER} / {password}"
+        )
         try:
             pages = [p for p in self.api.plugin_pages() if "rollout" in p[0].lower()]
         except requests.RequestException:
@@ -538,9 +597,9 @@ class Demo:
                 "Rollouts page  not in this build (the Airflow plugin adds no UI page yet); "
                 "the DAG's grid view above shows every stage"
             )
-        lines.append(f"MLflow UI      {MLFLOW_URL}/#/models/{MODEL}   (no login)")
+        lines.append(f"MLflow UI      {self.ports.mlflow_url}/#/models/{MODEL}   (no login)")
         lines.append(
-            f"Gateway        {GATEWAY_URL}/admin/models/{MODEL}/route   "
+            f"Gateway        {self.ports.gateway_url}/admin/models/{MODEL}/route   "
             f"(admin token in {self.workdir / 'secrets.json'})"
         )
         lines.append(f"Logs           {self.services.log_dir}")
@@ -559,6 +618,15 @@ class Demo:
     # -- the whole story ----------------------------------------------------------------------
     def run(self) -> int:
         """Set up, run both rollouts, print the summary; the exit code of `make demo`."""
+        sec = self.start()
+        self.rollout("healthy", sec.gateway_token)
+        self.rollout("degraded", sec.gateway_token)
+        self.traffic.stop()
+        print(self.summary(), flush=True)
+        return 0
+
+    def start(self) -> Secrets:
+        """Fresh state, the three services up, models registered, webhook checked, traffic on."""
         self.say(f"model_rollout demo; state, logs and secrets in {self.workdir}")
         sec = self.fresh_state()
         mlflow_svc, gateway_svc, airflow_svc = self.service_defs(sec)
@@ -567,8 +635,8 @@ class Demo:
         for svc in (mlflow_svc, gateway_svc, airflow_svc):
             self.services.start(svc)
         self.say(
-            f"started  MLflow :{MLFLOW_PORT}, gateway :{GATEWAY_PORT}, airflow standalone "
-            f":{AIRFLOW_PORT} (logs in {self.services.log_dir})"
+            f"started  MLflow :{self.ports.mlflow}, gateway :{self.ports.gateway}, airflow standalone "
+            f":{self.ports.airflow} (logs in {self.services.log_dir})"
         )
         took = self.services.wait_ready(mlflow_svc, timeout=240)
         self.say(f"ready    MLflow ({took:.0f} s)")
@@ -596,8 +664,4 @@ class Demo:
         time.sleep(1.5)  # MLFLOW_WEBHOOK_CACHE_TTL=1: the server sees the new webhook
         self.start_traffic()
         time.sleep(3.0)  # the incumbent's arm has data before any candidate gets traffic
-        self.rollout("healthy", sec.gateway_token)
-        self.rollout("degraded", sec.gateway_token)
-        self.traffic.stop()
-        print(self.summary(), flush=True)
-        return 0
+        return sec

@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,9 +136,17 @@ class Services:
         return "\n".join(text.splitlines()[-lines:])
 
     # -- stop -------------------------------------------------------------------------------
-    def stop_all(self, say: Callable[[str], None] = print, timeout: float = 45.0) -> int:
-        """Stop every recorded service and whatever it spawned; how many were running."""
-        recs = self.records()
+    def stop_all(
+        self,
+        say: Callable[[str], None] = print,
+        timeout: float = 45.0,
+        only: Collection[str] | None = None,
+    ) -> int:
+        """Stop every recorded service (or those named in `only`) and whatever it spawned.
+
+        Returns how many were running.
+        """
+        recs = [r for r in self.records() if only is None or r["name"] in only]
         running = []
         for rec in recs:
             pid = int(rec["pid"])

@@ -1,0 +1,209 @@
+"""The demo's scenario end to end through `airflow standalone` and its REST API.
+
+Real processes only: `mlflow server` (SQLite), the `model-gateway` CLI and `airflow standalone`
+(scheduler, dag-processor, triggerer, api-server with the plugin), started by the demo's own
+code (`model_rollout.demo.scenario.Demo`) on free loopback ports with shorter windows. Every
+rollout is started by MLflow itself: setting the `challenger` alias makes the MLflow server
+send its signed webhook to the receiver in Airflow's api-server; the legacy stage transition
+is found by the registry watcher DAG. The tests run in file order on one stack (~5 min).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+from support.servers import free_port
+
+from model_rollout.demo import models as demo_models
+from model_rollout.demo.scenario import DAG_ID, MODEL, POLICY, WATCHER_DAG_ID, Demo, Ports
+from model_rollout.webhooks.signature import (
+    DELIVERY_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    sign,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
+
+# The demo's policy with one live traffic step fewer and shorter windows.
+E2E_POLICY = (
+    POLICY.replace("steps: [20, 50, 100]", "steps: [25, 100]")
+    .replace("step_duration: 25", "step_duration: 20")
+    .replace("duration: 20}", "duration: 15}")
+)
+LEGACY = "iris_legacy"
+LEGACY_DAG_ID = f"model_rollout__{LEGACY}"
+# A model rolled out by a legacy stage transition (no webhook): the watcher must find it.
+LEGACY_POLICY = f"""\
+model: {LEGACY}
+trigger: {{event: stage, stage: Staging}}
+first_rollout: smoke_then_promote
+steps: [100]
+step_duration: 10
+poll_interval: 5
+shadow: {{enabled: false}}
+staging: {{sample_requests: 10, latency_budget_p99_ms: 2000}}
+holdout: {{path: data/iris_holdout.csv, target: species, metric: accuracy, tolerance: 0.05}}
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """MLflow + gateway + airflow standalone up, v1 serving, the webhook checked, traffic on."""
+    assert E2E_POLICY != POLICY and "steps: [25, 100]" in E2E_POLICY
+    ports = Ports(mlflow=free_port(), gateway=free_port(), airflow=free_port())
+    demo = Demo(
+        tmp_path_factory.mktemp("e2e"),
+        ports=ports,
+        policies={MODEL: E2E_POLICY, LEGACY: LEGACY_POLICY},
+    )
+    try:
+        demo.start()
+        yield demo
+    finally:
+        if demo.traffic is not None:
+            demo.traffic.stop()
+        demo.services.stop_all()
+
+
+def _runs(demo: Demo, dag_id: str) -> list[dict]:
+    r = demo.api._call("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100})
+    return (r.json().get("dag_runs") or []) if r else []
+
+
+def _route(demo: Demo, model: str) -> dict:
+    r = requests.get(
+        f"{demo.ports.gateway_url}/admin/models/{model}/route",
+        headers={"Authorization": f"Bearer {demo.sec.gateway_token}"},
+        timeout=10,
+    )
+    r.raise_for_status()
+    return r.json()
+
+
+def _live_weights(route: dict) -> dict[str, int]:
+    return {v: w for v, w in (route.get("weights") or {}).items() if w}
+
+
+def _mlflow(demo: Demo):
+    from mlflow import MlflowClient
+
+    return MlflowClient(demo.ports.mlflow_url, demo.ports.mlflow_url)
+
+
+def _post_webhook(demo: Demo, body: bytes, secret: str, **overrides: str) -> requests.Response:
+    delivery, stamp = f"e2e-{time.time_ns()}", str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        DELIVERY_ID_HEADER: delivery,
+        TIMESTAMP_HEADER: stamp,
+        SIGNATURE_HEADER: sign(secret, delivery, stamp, body),
+    }
+    headers.update(overrides)
+    return requests.post(demo.ports.webhook_url, data=body, headers=headers, timeout=30)
+
+
+def test_bad_signature_starts_nothing(stack):
+    healthy = stack.models["healthy"][0]
+    body = json.dumps(
+        {
+            "entity": "model_version_alias",
+            "action": "created",
+            "timestamp": "2026-11-28T09:00:00+00:00",
+            "data": {"name": MODEL, "alias": "challenger", "version": healthy},
+        }
+    ).encode()
+    wrong_secret = _post_webhook(stack, body, "not-the-secret")
+    assert wrong_secret.status_code == 401, wrong_secret.text
+    stale = str(int(time.time()) - 3600)
+    old = _post_webhook(
+        stack,
+        body,
+        stack.sec.webhook_secret,
+        **{
+            TIMESTAMP_HEADER: stale,
+            DELIVERY_ID_HEADER: "e2e-stale",
+            SIGNATURE_HEADER: sign(stack.sec.webhook_secret, "e2e-stale", stale, body),
+        },
+    )
+    assert old.status_code == 401, old.text
+    time.sleep(3.0)  # a run the receiver queued would be visible by now
+    assert _runs(stack, DAG_ID) == []
+    assert "challenger" not in _mlflow(stack).get_registered_model(MODEL).aliases
+
+
+def test_healthy_candidate_ends_champion(stack):
+    incumbent, healthy = stack.models["incumbent"][0], stack.models["healthy"][0]
+    report = stack.rollout("healthy", stack.sec.gateway_token)
+
+    assert report.state == "success", report
+    runs = _runs(stack, DAG_ID)
+    assert [r["dag_run_id"] for r in runs] == [f"rollout__v{healthy}"]
+    assert runs[0]["triggering_user_name"] == "mlflow-webhook"
+    assert runs[0]["conf"]["version"] == healthy
+    aliases = _mlflow(stack).get_registered_model(MODEL).aliases
+    assert aliases.get("champion") == healthy
+    assert aliases.get("standby") == incumbent
+    assert "challenger" not in aliases
+    assert _live_weights(_route(stack, MODEL)) == {healthy: 100}
+    # it went through every configured step on live traffic, not straight to 100%
+    assert report.answered.get(f"{healthy} primary", 0) > 0
+    assert {d.get("stage") for d in report.decisions} >= {"shadow", "canary_25"}
+    assert stack.traffic.stats.failed == {} or sum(stack.traffic.stats.failed.values()) == 0
+
+
+def test_degraded_candidate_rolled_back_incumbent_at_100(stack):
+    champion, degraded = stack.models["healthy"][0], stack.models["degraded"][0]
+    report = stack.rollout("degraded", stack.sec.gateway_token)
+
+    assert report.state == "failed", report
+    assert report.reason, "a rollback must say why"
+    assert _live_weights(_route(stack, MODEL)) == {champion: 100}
+    route = _route(stack, MODEL)
+    assert degraded not in (route.get("shadows") or []) and route.get("staging") in (None, "")
+    client = _mlflow(stack)
+    assert client.get_registered_model(MODEL).aliases.get("champion") == champion
+    tags = client.get_model_version(MODEL, degraded).tags
+    assert tags.get("rollout.state") == "rolled_back", tags
+    assert any(d.get("outcome") == "degraded" for d in report.decisions), report.decisions
+    # caught before users saw it: the crashing version only ever answered mirrored copies
+    assert report.answered.get(f"{degraded} primary", 0) == 0
+    assert report.answered.get(f"{degraded} shadow", 0) > 0
+    assert sum(stack.traffic.stats.failed.values()) == 0, stack.traffic.stats.failed
+
+
+def test_stage_transition_found_by_watcher_starts_a_run(stack):
+    """A legacy transition to Staging fires no webhook; the watcher DAG must start the run."""
+    version = demo_models.register_sklearn(
+        stack.ports.mlflow_url, 1.0, "legacy-stage model", model=LEGACY
+    ).version
+    deadline = time.monotonic() + 300
+    while stack.api.dag(LEGACY_DAG_ID) is None and time.monotonic() < deadline:
+        time.sleep(2.0)
+    stack.api.unpause(LEGACY_DAG_ID)
+    assert _runs(stack, LEGACY_DAG_ID) == []
+    _mlflow(stack).transition_model_version_stage(LEGACY, version, "Staging")
+    stack.api.set_paused(WATCHER_DAG_ID, False)
+
+    run_id = f"rollout__v{version}"
+    run = None
+    deadline = time.monotonic() + 240
+    while run is None and time.monotonic() < deadline:
+        run = stack.api.run(LEGACY_DAG_ID, run_id)
+        time.sleep(2.0)
+    assert run is not None, f"the watcher started no run {run_id} within 240 s"
+    assert run["conf"]["version"] == version
+    while run["state"] not in ("success", "failed") and time.monotonic() < deadline + 240:
+        time.sleep(3.0)
+        run = stack.api.run(LEGACY_DAG_ID, run_id)
+    # no champion yet: the staging checks alone promote it (first_rollout: smoke_then_promote)
+    assert run["state"] == "success", run
+    assert _mlflow(stack).get_registered_model(LEGACY).aliases.get("champion") == version
+    assert _live_weights(_route(stack, LEGACY)) == {version: 100}
+    # the watcher keeps polling; the version it handled is never started a second time
+    time.sleep(8.0)
+    assert [r["dag_run_id"] for r in _runs(stack, LEGACY_DAG_ID)] == [run_id]
+    assert len([r for r in _runs(stack, DAG_ID)]) == 2

@@ -70,8 +70,8 @@ def topo(tmp_path_factory):
     try:
         d.prepare()
         d.start_mlflow()
-        d.migrate()
         d.start_gateways(2)
+        d.migrate()
         d.start_airflow(workers=2)
         d.wait_healthy()
         d.api.login()

@@ -40,6 +40,7 @@ task_retries: 1
 retry_delay: 5
 shadow: {enabled: false}
 staging: {sample_requests: 20, latency_budget_p99_ms: 2000}
+holdout: {path: data/iris_holdout.csv, target: species, metric: accuracy, tolerance: 0.05}
 judge:
   alpha: 0.05
   min_samples: 80
@@ -82,11 +83,16 @@ def topo(tmp_path_factory):
 
 
 class RouteHistory:
-    """Every route state a replica serves, polled every 0.1 s from another thread."""
+    """Every route state each replica serves, polled every 0.1 s from another thread.
 
-    def __init__(self, url: str, token: str):
-        self.url, self.token = url, token
-        self.states: list[tuple[int, dict, tuple, str | None]] = []
+    `states[url]` lists (generation, live weights, shadows, staging) in the order seen;
+    `seen[url][generation]` is when that replica first showed it.
+    """
+
+    def __init__(self, urls: list[str], token: str):
+        self.urls, self.token = urls, token
+        self.states: dict[str, list[tuple]] = {u: [] for u in urls}
+        self.seen: dict[str, dict[int, float]] = {u: {} for u in urls}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -94,18 +100,25 @@ class RouteHistory:
         s = requests.Session()
         s.headers["Authorization"] = f"Bearer {self.token}"
         while not self._stop.wait(0.1):
-            try:
-                r = s.get(f"{self.url}/admin/models/{MODEL}/route", timeout=5).json()
-            except (requests.RequestException, ValueError):
-                continue
-            state = (
-                int(r.get("generation") or 0),
-                {v: w for v, w in (r.get("weights") or {}).items() if w},
-                tuple(r.get("shadows") or ()),
-                r.get("staging") or None,
-            )
-            if not self.states or self.states[-1][0] != state[0]:
-                self.states.append(state)
+            for url in self.urls:
+                try:
+                    r = s.get(f"{url}/admin/models/{MODEL}/route", timeout=5).json()
+                except (requests.RequestException, ValueError):
+                    continue
+                state = (
+                    int(r.get("generation") or 0),
+                    {v: w for v, w in (r.get("weights") or {}).items() if w},
+                    tuple(r.get("shadows") or ()),
+                    r.get("staging") or None,
+                )
+                if state[0] not in self.seen[url]:
+                    self.seen[url][state[0]] = time.monotonic()
+                    self.states[url].append(state)
+
+    def lags(self, first: str, second: str) -> dict[int, float]:
+        """Seconds between `first` and `second` showing each generation both showed."""
+        a, b = self.seen[first], self.seen[second]
+        return {g: b[g] - a[g] for g in a if g in b}
 
     def __enter__(self):
         self._thread.start()
@@ -208,7 +221,7 @@ def test_rollout_on_postgres_celery_and_two_gateway_replicas(topo):
     ]
     run_id = f"rollout__v{v2}"
     try:
-        with RouteHistory(b.url, d.token) as history:
+        with RouteHistory([a.url, b.url], d.token) as history:
             time.sleep(3.0)
             client.set_registered_model_alias(MODEL, "challenger", v2)
             _wait(lambda: d.api.run(DAG_ID, run_id), 120, f"webhook run {run_id}")
@@ -246,8 +259,11 @@ def test_rollout_on_postgres_celery_and_two_gateway_replicas(topo):
         assert {k: w for k, w in route.json()["weights"].items() if w} == {v2: 100}
 
     # no traffic change applied twice: every generation b saw is a new state
-    states = history.states
-    print("ROUTES", [(g, w, s, st) for g, w, s, st in states])
+    states = history.states[b.url]
+    print("ROUTES", states)
+    lags = history.lags(a.url, b.url)
+    print("ROUTE LAG b behind a per generation (s):", {g: round(x, 2) for g, x in lags.items()})
+    assert len(lags) >= 3 and max(lags.values()) < ROUTE_BOUND_S, lags
     gens = [g for g, *_ in states]
     assert gens == sorted(set(gens)), gens
     for prev, cur in zip(states, states[1:], strict=False):

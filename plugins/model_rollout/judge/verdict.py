@@ -12,11 +12,15 @@ DEGRADED: Status = "degraded"
 HEALTHY: Status = "healthy"
 INCONCLUSIVE: Status = "inconclusive"
 
-_MAX_JSON_FLOAT = 1e300
+# Every number a verdict carries is clipped to +-1e18 (infinities included: "unbounded").
+# Verdicts travel through PostgreSQL's jsonb (trigger events, XComs), which hands integral
+# floats back as integers, and Airflow's task messages (msgpack) refuse integers beyond 64 bits:
+# an unbounded interval written as 1e300 failed a resumed monitor on PostgreSQL.
+_MAX_JSON_NUMBER = 1e18
 
 
 def json_safe(value: Any) -> Any:
-    """Recursively replace NaN by None and clip infinities, so json.dumps(allow_nan=False) works."""
+    """Recursively replace NaN by None and clip to +-1e18, so the verdict survives any JSON store."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -24,15 +28,17 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int):
-        return value
+        return (
+            value if abs(value) <= _MAX_JSON_NUMBER else int(math.copysign(_MAX_JSON_NUMBER, value))
+        )
     try:
         number = float(value)
     except (TypeError, ValueError):
         return str(value)
     if math.isnan(number):
         return None
-    if math.isinf(number):
-        return math.copysign(_MAX_JSON_FLOAT, number)
+    if abs(number) > _MAX_JSON_NUMBER:
+        return math.copysign(_MAX_JSON_NUMBER, number)
     if hasattr(value, "is_integer") and not isinstance(value, float):  # numpy integer
         return int(number) if number.is_integer() else number
     return number

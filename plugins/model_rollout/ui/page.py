@@ -88,7 +88,7 @@ def _num(v: Any, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
     if isinstance(v, float):
-        if abs(v) >= 1e299:  # the judge's JSON clips infinities to +-1e300
+        if abs(v) >= 1e18:  # the judge's JSON clips infinities to +-1e18
             return "∞" if v > 0 else "-∞"
         if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
             return f"{v:.{digits}g}"

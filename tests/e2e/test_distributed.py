@@ -281,10 +281,9 @@ def test_rollout_on_postgres_celery_and_two_gateway_replicas(topo):
         )
     )
     assert len(per_replica) == 2 and min(per_replica.values()) > 50, per_replica
-    decision = d.api.xcom(DAG_ID, run_id, "canary_50.gate") or {}
-    samples = ((decision.get("verdict") or {}).get("metrics") or {}).get("errors", {}).get(
-        "samples"
-    ) or {}
+    outcome = d.api.xcom(DAG_ID, run_id, monitor) or {}
+    errors = ((outcome.get("verdict") or {}).get("metrics") or {}).get("errors") or {}
+    samples = errors.get("samples") or {}
     canary_rows = dict(
         d.store_rows(
             "SELECT replica, count(*) FROM gw_requests r WHERE model = %s AND version = %s "
@@ -295,7 +294,7 @@ def test_rollout_on_postgres_celery_and_two_gateway_replicas(topo):
         )
     )
     print("JUDGE", samples, "per replica up to the canary's end", canary_rows)
-    assert samples.get("candidate", 0) > max(canary_rows.values()), (samples, canary_rows)
+    assert samples.get("candidate_requests", 0) > max(canary_rows.values()), (samples, canary_rows)
 
     # both Celery workers ran tasks
     received = [

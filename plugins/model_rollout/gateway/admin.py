@@ -25,28 +25,35 @@ def error_response(exc: GatewayError) -> Response:
     return json_response(exc.status, exc.body())
 
 
-def _authorised(request: Request, token: str | None) -> bool:
+def is_admin_path(path: str) -> bool:
+    """Everything under /admin is token-guarded, routes that do not exist included."""
+    return path == "/admin" or path.startswith("/admin/")
+
+
+def authorised(header: str | None, token: str | None) -> bool:
+    """Whether an `Authorization` header value carries the admin token (constant time)."""
     if token is None:  # explicitly started with --insecure-no-token
         return True
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
+    scheme, _, value = (header or "").partition(" ")
     if scheme.lower() != "bearer":
         value = ""
-    return hmac.compare_digest(value.strip().encode(), token.encode())
+    return hmac.compare_digest(value.strip().encode("latin-1"), token.encode())
+
+
+def unauthorised() -> Response:
+    return Response(
+        orjson.dumps({"error_code": "UNAUTHENTICATED", "message": "missing or wrong bearer token"}),
+        status_code=401,
+        media_type="application/json",
+        headers={"WWW-Authenticate": 'Bearer realm="model-gateway"'},
+    )
 
 
 def guarded(handler):
     async def wrapper(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
-        if not _authorised(request, gw.settings.token):
-            return Response(
-                orjson.dumps(
-                    {"error_code": "UNAUTHENTICATED", "message": "missing or wrong bearer token"}
-                ),
-                status_code=401,
-                media_type="application/json",
-                headers={"WWW-Authenticate": 'Bearer realm="model-gateway"'},
-            )
+        if not authorised(request.headers.get("authorization"), gw.settings.token):
+            return unauthorised()
         try:
             return await handler(request, gw)
         except GatewayError as exc:

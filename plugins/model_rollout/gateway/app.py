@@ -10,6 +10,7 @@ import logging
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route as HttpRoute
@@ -79,14 +80,31 @@ class GatewayApp:
         self.gateway = gateway
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             path: str = scope["path"]
-            if path.startswith("/models/") and path.endswith("/invocations"):
+            if (
+                scope["method"] == "POST"
+                and path.startswith("/models/")
+                and path.endswith("/invocations")
+            ):
                 name = path[8:-12]
                 if name and "/" not in name:
                     await self._invocations(name, scope, receive, send)
                     return
+            if admin.is_admin_path(path) and not self._admin_token_ok(scope):
+                # before routing: without the token every method on every /admin path is a
+                # 401, never a 404 or 405 that would tell a stranger which routes exist
+                await admin.unauthorised()(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    def _admin_token_ok(self, scope) -> bool:
+        header = None
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                header = v.decode("latin-1")
+                break
+        return admin.authorised(header, self.gateway.settings.token)
 
     async def _invocations(self, name: str, scope, receive, send) -> None:
         chunks = []
@@ -122,6 +140,23 @@ class GatewayApp:
         await send({"type": "http.response.body", "body": ans.body})
 
 
+async def not_routed(request: Request, exc: HTTPException) -> Response:
+    """404 and 405 from the router, shaped like every other error (JSON, MLflow's fields)."""
+    if exc.status_code == 405:
+        code, message = (
+            "METHOD_NOT_ALLOWED",
+            f"{request.method} is not allowed on {request.url.path}",
+        )
+    else:
+        code, message = "ENDPOINT_NOT_FOUND", f"no endpoint at {request.url.path}"
+    return Response(
+        error_body(message, code),
+        status_code=exc.status_code,
+        media_type="application/json",
+        headers=exc.headers,
+    )
+
+
 def create_app(settings: Settings) -> GatewayApp:
     """The gateway as a Starlette app; its lifespan restores state and flushes on shutdown."""
     gateway = Gateway(settings)
@@ -144,6 +179,7 @@ def create_app(settings: Settings) -> GatewayApp:
             *admin.routes,
         ],
         lifespan=lifespan,
+        exception_handlers={404: not_routed, 405: not_routed},
     )
     app.state.gateway = gateway
     return GatewayApp(app, gateway)

@@ -320,6 +320,13 @@ class PyfuncVersion(LoadedVersion):
             return _rejected(f"input rejected by version {self.version}: {msg}", code)
         except Exception as exc:  # noqa: BLE001 - a model that raises is that version's error
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            if fault := self._input_fault(req):
+                # ... unless the input broke the contract the model was logged with
+                return _rejected(
+                    f"input rejected by version {self.version}: {fault}; "
+                    f"the model raised {_short(detail, 300)}",
+                    "INVALID_PARAMETER_VALUE",
+                )
             return _failed(f"model raised {_short(detail)}")
         preds = to_jsonable(raw)
         if not want_body:  # a shadow: nobody reads the body
@@ -329,6 +336,51 @@ class PyfuncVersion(LoadedVersion):
         except (TypeError, ValueError) as exc:
             return _failed(f"predictions are not JSON-serialisable: {exc}")
         return Result(200, body, preds)
+
+    def _input_fault(self, req: ScoringRequest) -> str | None:
+        """Why the model raising is the request's fault, or None (then it is the version's).
+
+        Asked only after the model raised, so it costs nothing on the way of a good request:
+        a request without rows, a null in a column the signature requires, or an infinite
+        number ("Inf" is a float to MLflow). MLflow's schema enforcement lets these through a
+        numeric column, and a model that cannot take them then raises; yet MLflow infers
+        `required` from the logged example having no missing values there. A model that
+        copes with them never gets here.
+        """
+        if req.n_rows == 0:
+            return "the request has no rows"
+        schema = self._schema
+        if schema is None or self._raw_inputs or not schema.has_input_names():
+            return None
+        try:
+            import numpy as np
+            import pandas as pd
+            from mlflow.models.utils import _enforce_schema
+            from mlflow.pyfunc.scoring_server import infer_and_parse_data
+            from mlflow.types import DataType
+
+            frame = _enforce_schema(infer_and_parse_data(req.payload(), schema), schema)
+            if not isinstance(frame, pd.DataFrame):
+                return None
+            if frame.empty:
+                return "the request has no rows"
+            for c in schema.inputs:
+                if not isinstance(c.type, DataType) or c.name not in frame.columns:
+                    continue
+                col = frame[c.name]
+                if c.required and (rows := np.flatnonzero(col.isna().to_numpy())).size:
+                    return (
+                        f"column {c.name!r} is required by the model signature, "
+                        f"but row {int(rows[0])} has no value (null or missing)"
+                    )
+                if (
+                    pd.api.types.is_float_dtype(col.dtype)
+                    and (rows := np.flatnonzero(np.isinf(col.to_numpy()))).size
+                ):
+                    return f"column {c.name!r} is infinite in row {int(rows[0])}"
+        except Exception:  # noqa: BLE001 - cannot tell: leave it the model's error
+            return None
+        return None
 
     async def close(self, grace: float = 30.0) -> None:
         """Stop after the requests already queued are answered (bounded by `grace`): an unload

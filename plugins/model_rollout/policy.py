@@ -7,8 +7,10 @@ rollout failing half way through.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import reprlib
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -26,23 +28,56 @@ from pydantic import (
 from model_rollout.judge.config import JudgeConfig
 
 POLICIES_ENV = "MODEL_ROLLOUT_POLICIES"
+MAX_DURATION_SECONDS = 100 * 365.25 * 86400.0
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
+# what an error message shows of a bad value: enough to recognise it, never the whole of a
+# huge or self-referencing YAML structure (a repr of those can take forever)
+class _ShortRepr(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:  # repr() refuses ints beyond 4300 digits; nobody reads 40
+            return f"<an integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _ShortRepr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 80, 80, 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+
+
+def _short_repr(value: object) -> str:
+    return _REPR.repr(value)
+
+
 def parse_duration(value: object) -> float:
-    """Seconds from a number or a string such as "90", "30s", "10m", "1.5h", "2d"."""
+    """Seconds from a number or a string such as "90", "30s", "10m", "1.5h", "2d".
+
+    At most MAX_DURATION_SECONDS (100 years): anything longer (or infinite, or NaN) cannot
+    be a task timeout, a retry delay or a sleep (Python's timedelta and timeouts refuse it).
+    """
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30, '30s', '10m' or '1h', got a boolean")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    else:
-        raise ValueError(f"expected a duration such as 30, '30s', '10m' or '1h', got {value!r}")
-    if seconds < 0:
-        raise ValueError(f"expected a duration >= 0, got {value!r}")
+    try:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := _DURATION.fullmatch(value)):
+            seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        else:
+            raise ValueError(
+                f"expected a duration such as 30, '30s', '10m' or '1h', got {_short_repr(value)}"
+            )
+    except OverflowError:  # an integer too large for a float
+        seconds = math.inf
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"expected a duration >= 0, got {_short_repr(value)}")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(
+            f"expected a duration of at most 100 years ({MAX_DURATION_SECONDS:.0f} s), "
+            f"got {_short_repr(value)}"
+        )
     return seconds
 
 
@@ -175,11 +210,13 @@ class Policy(_Strict):
         if not v:
             raise ValueError("expected at least one step, e.g. [5, 25, 50, 100]")
         if any(not 0 < s <= 100 for s in v):
-            raise ValueError(f"expected percentages in 1..100, got {v}")
+            raise ValueError(f"expected percentages in 1..100, got {_short_repr(v)}")
         if any(b <= a for a, b in zip(v, v[1:], strict=False)):
-            raise ValueError(f"expected strictly increasing steps, got {v}")
+            raise ValueError(f"expected strictly increasing steps, got {_short_repr(v)}")
         if v[-1] != 100:
-            raise ValueError(f"expected the last step to be 100 (the cutover), got {v}")
+            raise ValueError(
+                f"expected the last step to be 100 (the cutover), got {_short_repr(v)}"
+            )
         return v
 
     @model_validator(mode="after")
@@ -187,7 +224,7 @@ class Policy(_Strict):
         unknown = sorted(set(self.step_durations) - set(self.steps))
         if unknown:
             raise ValueError(
-                f"step_durations names steps {unknown} that are not in steps {self.steps}"
+                f"step_durations names steps {_short_repr(unknown)} that are not in steps {self.steps}"
             )
         return self
 
@@ -239,13 +276,26 @@ def include_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "include"
 
 
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load's loader, but a scalar YAML resolves and Python cannot build (a date
+    2024-13-45, an integer of 5000 digits) is a YAML error with its line, not a ValueError."""
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as e:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {_short_repr(node.value)}: {e}", node.start_mark
+            ) from None
+
+
 def _describe(err: ValidationError, path: Path) -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         got = e.get("input")
-        got_s = "" if e["type"] == "missing" else f" (got {got!r})"
+        got_s = "" if e["type"] == "missing" else f" (got {_short_repr(got)})"
         lines.append(f"{path}: field '{loc}': {msg}{got_s}")
     return "invalid rollout policy\n" + "\n".join(lines)
 
@@ -254,22 +304,30 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     """Read and validate one policy file; the model defaults to the file's stem."""
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        # bytes: YAML itself decodes them (UTF-8/16) and says where a bad byte is
+        raw = yaml.load(p.read_bytes(), Loader=_Loader)
     except yaml.YAMLError as e:
         raise PolicyError(f"{p}: not valid YAML: {e}") from e
     except OSError as e:
         raise PolicyError(f"{p}: cannot read the policy file: {e}") from e
-    if not isinstance(raw, dict):
+    except RecursionError:
+        raise PolicyError(f"{p}: not valid YAML: nested too deeply") from None
+    if raw is None:  # an empty file: every default
+        raw = {}
+    if not isinstance(raw, dict):  # `[]`, `0` or `false` are not an empty policy
         raise PolicyError(f"{p}: expected a mapping of policy fields, got {type(raw).__name__}")
     raw.setdefault("model", p.stem)
     if raw["model"] != p.stem:
         raise PolicyError(
-            f"{p}: field 'model': expected the file name's stem {p.stem!r}, got {raw['model']!r}"
+            f"{p}: field 'model': expected the file name's stem {p.stem!r}, "
+            f"got {_short_repr(raw['model'])}"
         )
     try:
         return Policy.model_validate(raw)
     except ValidationError as e:
         raise PolicyError(_describe(e, p)) from None
+    except RecursionError:  # pydantic guards its own recursion; a validator of ours may not
+        raise PolicyError(f"{p}: a field is nested too deeply to validate") from None
 
 
 def policy_files(folder: str | os.PathLike[str] | None = None) -> list[Path]:

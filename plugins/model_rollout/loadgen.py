@@ -60,6 +60,8 @@ class Traffic:
         loaded machine is not a lost request).
     :param record: keep (time, request id, version) of every answer in `stats.answers` (to
         reconcile with the gateway's request log).
+    :param feedback_share: share of answered requests whose outcome is posted (real users
+        mostly leave none; each outcome is one more call to the gateway).
     """
 
     def __init__(
@@ -76,9 +78,11 @@ class Traffic:
         seed: int = 0,
         timeout: float = 60.0,
         record: bool = False,
+        feedback_share: float = 1.0,
     ):
         ensure_loopback(url)
         self.record = record
+        self.feedback_share = feedback_share
         self.url = url.rstrip("/")
         self.model = model
         self.payload = payload
@@ -146,6 +150,8 @@ class Traffic:
             p = self._p_convert(version)
             if p is not None and r.status_code == 200:
                 with self._lock:
+                    if self._rng.random() >= self.feedback_share:
+                        continue
                     outcome = 1.0 if self._rng.random() < p else 0.0
                 rid = r.headers.get("X-Request-Id")
                 try:
@@ -216,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=600.0)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--conversion", action="append", default=[], help="VERSION=P or P")
+    parser.add_argument(
+        "--feedback-share", type=float, default=1.0, help="share of answers given an outcome"
+    )
     parser.add_argument("--record", action="store_true", help="keep every answer in --out")
     parser.add_argument("--out", required=True, help="JSON summary written at the end")
     args = parser.parse_args(argv)
@@ -236,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         conversion=_conversion(args.conversion),
         workers=args.workers,
         record=args.record,
+        feedback_share=args.feedback_share,
     )
     started = time.time()
     traffic.start()

@@ -2,7 +2,7 @@
 
 The load runs in its own process (`python -m model_rollout.loadgen`, so it does not share a
 GIL with `dag.test()`), records every answer (time, request id, version) and posts a business
-outcome for each. Checked per run: no failed request; the gateway's request log holds exactly
+outcome for a quarter of them. Checked per run: no failed request; the gateway's request log holds exactly
 the answered request ids (no row lost, none invented); at each traffic step the versions that
 answered match the configured weights within binomial tolerance; the rate held over the run.
 """
@@ -36,6 +36,7 @@ task_retries: 0
 retry_delay: 1
 shadow: {enabled: false}
 staging: {sample_requests: 10, latency_budget_p99_ms: 3000}
+holdout: {path: data/iris_holdout.csv, target: species, metric: accuracy, tolerance: 0.05}
 stability_window: 1
 judge:
   alpha: 0.05
@@ -81,7 +82,9 @@ class Load:
             "--max-requests",
             str(int(RATE * 600)),
             "--workers",
-            "6",
+            "16",
+            "--feedback-share",
+            "0.25",
             "--record",
             "--out",
             str(self.out),

@@ -16,6 +16,7 @@ from support.rollout_env import (
     Env,
     aliases,
     champion_serving,
+    live_only_failure_seed,
     rollout_env,
     states,
     ti_times,
@@ -81,16 +82,6 @@ def env(mlflow_server, airflow_db, tmp_path_factory):
 
 
 ROWS = iris_rows(500, seed=1)
-
-
-def live_only_failure_seed(p: float) -> int:
-    """A seed for kind="raises"/"noisy" under which no holdout row is hit: offline validation
-    and the staging samples pass, and the fault only shows on live traffic (other iris rows)."""
-    import pandas as pd
-    from support.pyfunc_kinds import row_unit
-
-    holdout = pd.read_csv(HOLDOUT).drop(columns=["species"]).to_numpy()
-    return next(s for s in range(100_000) if all(row_unit(r, s) >= p for r in holdout))
 
 
 def traffic(env: Env, model: str, conversion=None, rate: float = 150.0) -> Traffic:

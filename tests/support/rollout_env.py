@@ -109,3 +109,18 @@ def version_tags(env: Env, model: str, version: str) -> dict[str, str]:
 
 def aliases(env: Env, model: str) -> dict[str, str]:
     return {k: str(v) for k, v in env.registry().get_registered_model(model).aliases.items()}
+
+
+def live_only_failure_seed(p: float) -> int:
+    """A seed for kind="raises"/"noisy" under which no holdout row is hit: offline validation
+    and the staging samples pass, and the fault only shows on live traffic (other iris rows)."""
+    import pandas as pd
+
+    from .pyfunc_kinds import row_unit
+
+    holdout = (
+        pd.read_csv(ROOT / "include" / "data" / "iris_holdout.csv")
+        .drop(columns=["species"])
+        .to_numpy()
+    )
+    return next(s for s in range(100_000) if all(row_unit(r, s) >= p for r in holdout))

@@ -465,6 +465,7 @@ def restore_traffic(policy: Policy, **context) -> dict[str, Any]:
     return {"restored_at": _now(), "route": route.to_json()}
 
 
+@records_failure
 def record_rollback(policy: Policy, **context) -> dict[str, Any]:
     """Tag the candidate rolled back with reason and evidence; clear challenger."""
     ti = context["ti"]

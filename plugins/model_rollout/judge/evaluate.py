@@ -19,9 +19,9 @@ from .errors import judge_errors
 from .kpi import judge_kpi
 from .latency import judge_latency, judge_latency_tail
 from .shadow import judge_agreement, judge_output_drift
-from .snapshot import ArmStats, configured_share, find_arm, find_pair
+from .snapshot import ArmStats, configured_share, find_arm, find_pair, store_problem
 from .srm import check_split
-from .verdict import INCONCLUSIVE, MetricResult, Verdict, combine
+from .verdict import DEGRADED, INCONCLUSIVE, MetricResult, Verdict, combine
 
 
 def evaluate(
@@ -37,7 +37,10 @@ def evaluate(
     canary: both arms are `primary` entries, the configured split is `snapshot["weights"]`.
     shadow: the baseline is the incumbent's `primary` arm, the candidate its `shadow` arm, and
     the paired predictions come from `snapshot["pairs"]`. Bad or degenerate data never raise:
-    they give an inconclusive verdict saying what is wrong.
+    they give an inconclusive verdict saying what is wrong. A snapshot whose `store` says the
+    gateway's writes were failing is inconclusive with that reason, never "healthy" (its counts
+    stop where the failures began); "degraded" stands, since evidence in an earlier look stays
+    valid.
     """
     if mode not in ("canary", "shadow"):
         raise ValueError(f"mode must be 'canary' or 'shadow', got {mode!r}")
@@ -129,9 +132,14 @@ def _judge(snapshot, baseline, candidate, mode, config, in_force, alpha_metric, 
             results.append(judge_output_drift(base, cand, alpha_metric, min_n, config.output_drift))
 
     metrics = {r.name: r for r in results}
+    incomplete = store_problem(snapshot)
+    if incomplete is not None:
+        checks["store"] = {"complete": False, "reason": incomplete}
     if invalid_reason:
         return Verdict(INCONCLUSIVE, invalid_reason, metrics, invalid=True, checks=checks, **header)
     status, reason = combine(results)
+    if incomplete is not None and status != DEGRADED:
+        status, reason = INCONCLUSIVE, incomplete
     return Verdict(status, reason, metrics, checks=checks, **header)
 
 

@@ -170,3 +170,35 @@ def configured_share(snapshot: Mapping, baseline: str, candidate: str) -> float 
     if wb is None or wc is None or wb + wc <= 0 or wb == 0 or wc == 0:
         return None
     return wc / (wb + wc)
+
+
+def store_problem(snapshot: Mapping) -> str | None:
+    """Why the snapshot's counts may be incomplete because the gateway's store was failing.
+
+    The gateway reads its statistics back from its store; while flushes fail (disk full, a
+    revoked permission, the database down) the requests since the first failure are kept in
+    memory and are missing from the snapshot. Such a snapshot is a valid earlier look (its
+    counts are a prefix in time), but it is not the evidence of now. None when the store took
+    the last flush, or when the snapshot has no `store` field (gateways that predate it).
+    """
+    store = snapshot.get("store")
+    if store is None:
+        return None
+    if not isinstance(store, Mapping) or not isinstance(store.get("writable"), bool):
+        return "The snapshot's store health is unreadable, so its counts may be incomplete."
+    if store["writable"]:
+        return None
+    kind = store.get("kind") if isinstance(store.get("kind"), str) else "request"
+    since = _finite(store.get("failing_since"))
+    until = _finite(snapshot.get("until"))
+    known = since is not None and until is not None
+    for_how_long = f" for {max(0.0, until - since):.0f} s" if known else ""
+    unwritten = _count(store.get("unflushed_rows"))
+    rows = f", {unwritten:.0f} request-log rows not written yet" if unwritten is not None else ""
+    error = store.get("last_error")
+    cause = f" ({str(error)[:200]})" if error else ""
+    return (
+        f"The gateway's {kind} store has been failing writes{for_how_long}{rows}{cause}: "
+        "this snapshot misses the requests answered since, so it cannot show the candidate "
+        "healthy."
+    )

@@ -610,10 +610,12 @@ class Gateway:
         if not self._known(model):
             raise GatewayError(404, f"unknown model {model!r}", "RESOURCE_DOES_NOT_EXIST")
         await asyncio.to_thread(self.store.flush_now)
+        health = self.store.health()  # as of that flush: did the cells read below take it?
         until = time.time()
         arms, pairs = await asyncio.to_thread(self.store.read_stats, model, since, until)
         route = self.routes.get(model)
-        return snapshot(model, since, until, route.to_dict() if route else None, arms, pairs)
+        route_doc = route.to_dict() if route else None
+        return snapshot(model, since, until, route_doc, arms, pairs, health)
 
     def state(self) -> dict:
         models: dict[str, dict] = {}

@@ -86,6 +86,15 @@ class GatewayCollector:
         for (m, v), n in sorted(gw.mirror.dropped.items()):
             dropped.add_metric([m, v], n)
         yield dropped
+        unready = CounterMetricFamily(
+            "model_gateway_shadow_unready_dropped",
+            "Of the dropped copies, those dropped because the shadow was not loaded yet "
+            "(its worker starting) or had failed",
+            labels=["model", "version"],
+        )
+        for (m, v), n in sorted(gw.mirror.dropped_unready.items()):
+            unready.add_metric([m, v], n)
+        yield unready
         depth = GaugeMetricFamily(
             "model_gateway_shadow_queue", "Copies waiting", labels=["model", "version"]
         )
@@ -114,20 +123,31 @@ class GatewayCollector:
             loaded.add_metric([m, v, lv.kind], 1.0 if lv.status == "loaded" else 0.0)
         yield loaded
 
+        store = gw.store
         yield CounterMetricFamily(
             "model_gateway_log_dropped",
             "Request-log rows dropped (writer backlog)",
-            value=gw.store.dropped_log_rows,
+            value=store.dropped_log_rows,
+        )
+        yield CounterMetricFamily(
+            "model_gateway_log_rows_written",
+            "Request-log rows committed to the store",
+            value=store.rows_written,
         )
         yield CounterMetricFamily(
             "model_gateway_store_flush_errors",
             "Failed store flushes (retried)",
-            value=gw.store.flush_errors,
+            value=store.flush_errors,
+        )
+        yield GaugeMetricFamily(
+            "model_gateway_store_writable",
+            "1 when the last store flush committed, 0 while flushes fail (rows kept and retried)",
+            value=1.0 if store.last_flush_ok else 0.0,
         )
         yield GaugeMetricFamily(
             "model_gateway_log_backlog",
-            "Request-log rows waiting for the writer",
-            value=gw.store.backlog(),
+            "Request-log rows answered but not committed yet (lost if the process dies now)",
+            value=store.backlog(),
         )
 
 

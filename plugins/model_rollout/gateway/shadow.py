@@ -61,6 +61,7 @@ class ShadowMirror:
         self._on_result = on_result
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self.dropped: dict[tuple[str, str], int] = {}
+        self.dropped_unready: dict[tuple[str, str], int] = {}  # part of `dropped`
         self.mirrored: dict[tuple[str, str], int] = {}
         self._closed = False
 
@@ -98,8 +99,15 @@ class ShadowMirror:
                 rows += c.req.n_rows or 1
             target = self._get_version(model, version)
             if target is None or target.status != "loaded":
+                # Not servable yet (a worker still loading its model) or any more: drop and
+                # count. Sending them would time out and count as the shadow's errors.
                 key = (model, version)
                 self.dropped[key] = self.dropped.get(key, 0) + len(copies)
+                self.dropped_unready[key] = self.dropped_unready.get(key, 0) + len(copies)
+                if target is not None and target.status == "failed":
+                    retry = getattr(target, "retry", None)
+                    if retry is not None:
+                        retry()
                 continue
             try:
                 results = await target.predict_many([c.req for c in copies], self.timeout)

@@ -22,20 +22,27 @@ from typing import Any
 log = logging.getLogger("model_rollout.gateway.shadow_worker")
 
 _VERSION: Any = None
+_LOAD_ERROR: str | None = None
 
 
 def _init(
     model: str, version: str, source: str, max_batch_rows: int, tracking_uri: str | None, nice: int
 ) -> None:
     """Runs once in the worker: load the model, then lower the priority (loading at full
-    priority keeps a busy machine from starving the worker's start for minutes)."""
+    priority keeps a busy machine from starving the worker's start for minutes). A load error
+    is kept for `_ping` to report rather than raised: a raising initializer only shows as a
+    bare BrokenProcessPool in the gateway."""
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     from model_rollout.gateway.models import PyfuncVersion
 
-    global _VERSION
+    global _VERSION, _LOAD_ERROR
     v = PyfuncVersion(model, version, source, max_batch_rows=max_batch_rows, max_pending_rows=1)
-    v._load_sync()  # noqa: SLF001 - same loading code as in-process versions
+    try:
+        v._load_sync()  # noqa: SLF001 - same loading code as in-process versions
+    except Exception as exc:  # noqa: BLE001 - reported through _ping
+        _LOAD_ERROR = f"{type(exc).__name__}: {exc}"[:2000]
+        return
     _VERSION = v
     if nice:
         with contextlib.suppress(OSError):
@@ -43,11 +50,14 @@ def _init(
 
 
 def _run(reqs: list) -> list:
+    if _VERSION is None:
+        raise RuntimeError(f"the shadow worker has no model: {_LOAD_ERROR}")
     return _VERSION._run_batch(reqs, False)  # noqa: SLF001
 
 
-def _ping() -> bool:
-    return _VERSION is not None
+def _ping() -> str | None:
+    """None once the model is loaded in this worker, else why it is not."""
+    return None if _VERSION is not None else (_LOAD_ERROR or "the model is not loaded")
 
 
 _CONTEXT: Any = None
@@ -67,9 +77,19 @@ def worker_context():
 
 
 class ShadowProcess:
-    """One worker process for one shadow version; `predict_many` like an in-process version."""
+    """One worker process for one shadow version; `predict_many` like an in-process version.
+
+    `status` is "loading" from `prewarm()` until the worker has loaded the model (and answered
+    a ping), then "loaded"; "failed" when the worker could not start. The mirror sends copies
+    only to a "loaded" worker and drops (and counts) the others: a copy sent to a worker still
+    loading would wait for the load, time out and count as an error of the shadow version,
+    which is the candidate's record, for something that is not its fault. A worker that dies
+    is restarted at once (copies dropped until it is back); one that failed to start is
+    retried on a copy arriving `RETRY_INTERVAL` seconds later or more.
+    """
 
     kind = "pyfunc"
+    RETRY_INTERVAL = 5.0
 
     def __init__(
         self,
@@ -85,10 +105,16 @@ class ShadowProcess:
         self.max_batch_rows = max_batch_rows
         self.tracking_uri = tracking_uri
         self.nice = nice
-        self.status = "loaded"  # copies are accepted while the worker starts
-        self.ready = False
+        self.status = "loading"
         self.error: str | None = None
+        self._failed_at = 0.0
+        self._start = 0  # counts starts; a superseded start's ping must not set the status
         self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True once the worker has loaded the model (what /readyz waits for)."""
+        return self.status == "loaded"
 
     def _ensure(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -107,26 +133,49 @@ class ShadowProcess:
             )
         return self._pool
 
+    def _fail(self, message: str) -> None:
+        """`message` completes "shadow worker ..." (how /readyz words it)."""
+        self.status, self.error, self._failed_at = "failed", message, time.monotonic()
+        log.warning("shadow worker %s/%s: %s", self.model, self.version, message)
+
     def prewarm(self) -> None:
-        """Start the worker (and load the model) before the first copy arrives."""
+        """Start the worker (and load the model) before the first copy arrives; "loaded" once
+        it answered a ping, which runs only after its initializer loaded the model."""
+        self._start += 1
+        start = self._start
+        self.status, self.error = "loading", None
         try:
             fut = self._ensure().submit(_ping)
-        except Exception as exc:  # noqa: BLE001
-            self.error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz
+            self._fail(f"failed to start: {type(exc).__name__}: {exc}")
             return
 
-        def done(f) -> None:
+        def done(f) -> None:  # in the pool's management thread
+            if start != self._start:
+                return  # closed or restarted since
             try:
-                self.ready = bool(f.result())
-            except Exception as exc:  # noqa: BLE001 - reported by /readyz
-                self.error = f"shadow worker failed to start: {type(exc).__name__}: {exc}"
+                why = f.result()
+            except BaseException as exc:  # noqa: BLE001 - a cancelled ping included
+                self._fail(f"failed to start: {type(exc).__name__}: {exc}")
+                return
+            if why is None:
+                self.status = "loaded"
+            else:
+                self._fail(f"failed to load the model: {why}")
 
         fut.add_done_callback(done)
+
+    def retry(self) -> None:
+        """Start again after a failed start, at most every RETRY_INTERVAL seconds."""
+        if self.status == "failed" and time.monotonic() - self._failed_at >= self.RETRY_INTERVAL:
+            self.close()
+            self.prewarm()
 
     async def predict_many(self, reqs: list, timeout: float) -> list:
         from model_rollout.gateway.models import _failed
 
         loop = asyncio.get_running_loop()
+        unavailable = f"shadow worker of version {self.version} failed to start or died"
         t0 = time.perf_counter()
         results: list = []
         pos = 0
@@ -138,42 +187,35 @@ class ShadowProcess:
                 chunk.append(reqs[pos])
                 rows += reqs[pos].n_rows or 1
                 pos += 1
+            pool = self._pool
+            if pool is None or self.status != "loaded":  # died on an earlier chunk
+                results.extend(_failed(unavailable, 503, "UNAVAILABLE") for _ in chunk)
+                continue
             try:
-                part = await asyncio.wait_for(
-                    loop.run_in_executor(self._ensure(), _run, chunk), timeout
-                )
+                part = await asyncio.wait_for(loop.run_in_executor(pool, _run, chunk), timeout)
             except TimeoutError:
-                part = [
-                    _failed(
-                        f"shadow {self.version} of {self.model!r} did not answer within {timeout:g} s",
-                        504,
-                        "TIMEOUT",
-                    )
-                    for _ in chunk
-                ]
+                late = (
+                    f"shadow {self.version} of {self.model!r} did not answer within {timeout:g} s"
+                )
+                part = [_failed(late, 504, "TIMEOUT") for _ in chunk]
             except BrokenProcessPool as exc:
                 log.warning(
                     "shadow worker %s/%s died (%s); restarting it", self.model, self.version, exc
                 )
-                self.close()
-                part = [
-                    _failed(
-                        f"shadow worker of version {self.version} failed to start or died",
-                        503,
-                        "UNAVAILABLE",
-                    )
-                    for _ in chunk
-                ]
+                if pool is self._pool:
+                    self.close()
+                    self.prewarm()
+                part = [_failed(unavailable, 503, "UNAVAILABLE") for _ in chunk]
             results.extend(part)
-        if results and all(r.status != 503 for r in results):
-            self.ready = True
         ms = (time.perf_counter() - t0) * 1000.0
         for r in results:
             r.latency_ms = ms
         return results
 
     def close(self) -> None:
-        self.ready = False
+        self._start += 1
+        if self.status == "loaded":
+            self.status = "loading"
         pool, self._pool = self._pool, None
         if pool is not None:
             procs = list(getattr(pool, "_processes", {}).values())

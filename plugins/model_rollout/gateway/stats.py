@@ -12,13 +12,15 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from model_rollout.histogram import latency_bucket, value_bucket
 
 MAX_LABELS = 100
 OTHER = "__other__"
 LEVELS = (1, 60, 3600)
+T = TypeVar("T")
 
 
 def output_label(value: Any) -> tuple[str, str | int]:
@@ -213,9 +215,12 @@ class Recorder:
                 cell = self._pairs[key] = PairCell()
             cell.add_rows(shadow_rows, primary_rows)
 
-    def drain(self) -> tuple[dict, dict]:
-        """Take the pending deltas (and fold them into the since-start totals)."""
+    def drain_with(self, take: Callable[[], T]) -> tuple[T, tuple[dict, dict]]:
+        """`take()` and the pending deltas, in one step under the lock (the store takes its log
+        rows here, so rows and counts of the same requests are committed together); the deltas
+        are folded into the since-start totals."""
         with self._lock:
+            taken = take()
             arms, self._arms = self._arms, {}
             pairs, self._pairs = self._pairs, {}
         for (m, v, a, _), cell in arms.items():
@@ -228,7 +233,7 @@ class Recorder:
             if tot is None:
                 tot = self.pair_totals[(m, s, p)] = PairCell()
             tot.merge(cell)
-        return arms, pairs
+        return taken, (arms, pairs)
 
 
 def window_ranges(since: int, now: int) -> list[tuple[int, int, int]]:
@@ -257,8 +262,14 @@ def snapshot(
     route: dict | None,
     arm_rows: list[tuple[str, str, ArmCell]],
     pair_rows: list[tuple[str, str, PairCell]],
+    store: dict | None = None,
 ) -> dict:
-    """The statistics snapshot of docs/architecture.md from summed cells."""
+    """The statistics snapshot of docs/architecture.md from summed cells.
+
+    :param store: the store's health (`Store.health()`) when the cells were read; a snapshot
+        taken while flushes fail misses the requests since the failures began, and says so in
+        its `store` field (the judge then never concludes "healthy").
+    """
     arms: dict[tuple[str, str], ArmCell] = {}
     for version, arm, cell in arm_rows:
         tot = arms.get((version, arm))
@@ -293,6 +304,7 @@ def snapshot(
             }
             for (s, p), c in sorted(pairs.items())
         ],
+        **({"store": store} if store is not None else {}),
     }
 
 

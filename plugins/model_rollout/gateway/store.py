@@ -5,6 +5,12 @@ store. The request path never touches the database: it appends to in-memory queu
 writer thread flushes in one transaction every `flush_interval`. Statistics cells are keyed by
 replica, so each replica owns (and simply overwrites) its own rows, and a snapshot sums over
 replicas. Route changes are compare-and-set on the generation inside a transaction.
+
+What a crash can lose: the rows answered since the last committed flush (`backlog()`, the
+`model_gateway_log_backlog` gauge), i.e. about one flush interval plus one flush of traffic,
+and the statistics of the same requests (they are committed in the same transaction as the log
+rows). Everything committed before stays: SQLite in WAL mode and PostgreSQL both keep a
+committed transaction through a killed process.
 """
 
 from __future__ import annotations
@@ -271,9 +277,13 @@ class Store:
         self._feedback: collections.deque = collections.deque()
         self._retry: list[tuple[list, list]] = []
         self.dropped_log_rows = 0
+        self._dropped_queued = 0  # of those, rows dropped after they were queued
+        self.rows_logged = 0  # request-log rows queued since start (event loop)
+        self.rows_written = 0  # request-log rows committed since start (writer thread)
         self.flush_errors = 0
         self.last_flush_ok = True
         self.last_error: str | None = None
+        self.failing_since: float | None = None  # first failed flush of the current streak
         self._cells: dict[tuple, ArmCell] = {}
         self._pair_cells: dict[tuple, PairCell] = {}
         self._dirty: set[tuple] = set()
@@ -342,6 +352,7 @@ class Store:
         self._requests.append(
             (request_id, ts, model, version, arm, latency_ms, status, prediction, error)
         )
+        self.rows_logged += 1
 
     def log_feedback(
         self, request_id: str, ts: float, model: str, version: str, arm: str, outcome: float
@@ -349,7 +360,25 @@ class Store:
         self._feedback.append((request_id, ts, model, version, arm, outcome))
 
     def backlog(self) -> int:
-        return len(self._requests) + sum(len(r) for r, _ in self._retry)
+        """Request-log rows answered but not committed yet: what a crash now would lose.
+
+        Queued, being written and waiting for a retry alike. Counters rather than queue lengths,
+        so a flush in progress is counted too; read on the event loop it is never below the
+        true figure (the writer's counters are read first)."""
+        settled = self.rows_written + self._dropped_queued
+        return max(0, self.rows_logged - settled)
+
+    def health(self) -> dict:
+        """The store's state for snapshots and readiness: is it taking writes right now?"""
+        return {
+            "kind": self.kind,
+            "writable": self.last_flush_ok,
+            "failing_since": self.failing_since,
+            "last_error": self.last_error,
+            "flush_errors": self.flush_errors,
+            "unflushed_rows": self.backlog(),
+            "dropped_log_rows": self.dropped_log_rows,
+        }
 
     # -- writer --------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -384,13 +413,16 @@ class Store:
         db = self._writer
         if db is None:
             return
-        req_rows = _take(self._requests)
-        fb_rows = _take(self._feedback)
+        # Log rows and statistics deltas are taken together (under the recorder's lock), so a
+        # transaction commits the rows and the counts of the same requests: after a crash the
+        # statistics and the log agree (to the one request being recorded at that instant).
+        (req_rows, fb_rows), (arms, pairs) = self.recorder.drain_with(
+            lambda: (_take(self._requests), _take(self._feedback))
+        )
         if self._retry:
             old_req, old_fb = self._retry.pop()
             req_rows = old_req + req_rows
             fb_rows = old_fb + fb_rows
-        arms, pairs = self.recorder.drain()
         now = time.time()
         try:
             self._merge_cells(db, arms, pairs, now)
@@ -404,19 +436,30 @@ class Store:
             db.executemany(_UPSERT_STATS, [self._stats_row(k) for k in self._dirty])
             db.executemany(_UPSERT_PAIRS, [self._pair_row(k) for k in self._dirty_pairs])
             db.commit()
+            self.rows_written += len(rows)
             self._dirty.clear()
             self._dirty_pairs.clear()
+            if not self.last_flush_ok:
+                log.warning(
+                    "store writable again after %.1f s; %d retried rows written",
+                    now - (self.failing_since or now),
+                    len(rows),
+                )
             self.last_flush_ok = True
             self.last_error = None
+            self.failing_since = None
         except Exception as exc:  # noqa: BLE001 - keep rows and retry; never kill the writer
             db.rollback()
             self.flush_errors += 1
             self.last_flush_ok = False
             self.last_error = f"{type(exc).__name__}: {exc}"
+            if self.failing_since is None:
+                self.failing_since = now
             log.warning("store flush failed (will retry): %s", self.last_error)
             overflow = len(req_rows) - self.settings.log_queue_limit
             if overflow > 0:
                 self.dropped_log_rows += overflow
+                self._dropped_queued += overflow
                 req_rows = req_rows[overflow:]
             self._retry.append((req_rows, fb_rows))
             self._reconnect(db)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,11 @@ TAG_SET = "model_version_tag.set"
 EVENTS_FOR_TRIGGER = {"alias": ALIAS_CREATED, "version_created": VERSION_CREATED, "tag": TAG_SET}
 _VERSIONED_EVENTS = {ALIAS_CREATED, VERSION_CREATED, TAG_SET, "model_version_tag.deleted"}
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")  # what a policy file name can be
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,249}")  # what a policy file name can be
+_VERSION = re.compile(r"[0-9]{1,19}")  # a registry version: a positive 64-bit integer, in ASCII
+MAX_NAME_LENGTH = 256  # MLflow's registry refuses longer names, aliases and tag keys
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
 
 
 class MalformedEvent(ValueError):
@@ -69,35 +74,63 @@ def run_id_for(version: str) -> str:
     return f"rollout__v{version}"
 
 
+def _short(value: object) -> str:
+    """A bad value as an error message shows it: recognisable, never megabytes."""
+    return _REPR.repr(value)
+
+
+def _text(field: str, value: object, max_length: int = MAX_NAME_LENGTH) -> str:
+    """A non-empty string the metadata DB can store (UTF-8, no NUL, bounded), else
+    MalformedEvent."""
+    if not isinstance(value, str) or not value:
+        raise MalformedEvent(f"field '{field}': expected a non-empty string, got {_short(value)}")
+    if len(value) > max_length:
+        raise MalformedEvent(
+            f"field '{field}': longer than {max_length} characters ({len(value)}): "
+            f"MLflow sends no such {field.rsplit('.', 1)[-1]}"
+        )
+    if "\x00" in value:
+        raise MalformedEvent(f"field '{field}': contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. "\ud800" escaped in the JSON
+        raise MalformedEvent(f"field '{field}': not valid Unicode, got {_short(value)}") from None
+    return value
+
+
 def _str_field(data: dict, field: str, required: bool) -> str | None:
     value = data.get(field)
     if value is None and not required:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not value:
-        raise MalformedEvent(f"field 'data.{field}': expected a non-empty string, got {value!r}")
-    return value
+    return _text(f"data.{field}", value)
 
 
 def parse(body: bytes) -> RegistryEvent:
     """Read a webhook body; MalformedEvent when it is not the JSON object MLflow sends."""
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except ValueError as e:  # bad JSON, bad UTF-8, or an integer of more than 4300 digits
         raise MalformedEvent(f"body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise MalformedEvent("body is not valid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise MalformedEvent(f"body: expected a JSON object, got {type(doc).__name__}")
-    entity, action, data = doc.get("entity"), doc.get("action"), doc.get("data")
-    for field, value in (("entity", entity), ("action", action)):
-        if not isinstance(value, str) or not value:
-            raise MalformedEvent(f"field '{field}': expected a non-empty string, got {value!r}")
+    entity = _text("entity", doc.get("entity"), 100)
+    action = _text("action", doc.get("action"), 100)
+    data = doc.get("data")
     if not isinstance(data, dict):
-        raise MalformedEvent(f"field 'data': expected a JSON object, got {data!r}")
+        raise MalformedEvent(f"field 'data': expected a JSON object, got {_short(data)}")
     event = f"{entity}.{action}"
     version = _str_field(data, "version", required=event in _VERSIONED_EVENTS)
-    if version is not None and not version.isdigit():
-        raise MalformedEvent(f"field 'data.version': expected digits, got {version!r}")
+    if version is not None:
+        if not _VERSION.fullmatch(version):
+            raise MalformedEvent(
+                f"field 'data.version': expected digits (a registry version number), "
+                f"got {_short(version)}"
+            )
+        version = str(int(version))  # "007" is version 7: one spelling, one run id
     return RegistryEvent(
         event=event,
         model=_str_field(data, "name", required=True),
@@ -110,7 +143,7 @@ def parse(body: bytes) -> RegistryEvent:
 
 def is_policy_name(model: str) -> bool:
     """Whether a model name could have a policy file (guards the policy lookup's path)."""
-    return bool(_MODEL_NAME.match(model))
+    return bool(_MODEL_NAME.fullmatch(model))
 
 
 def decide(event: RegistryEvent, trigger: Trigger) -> Start | Ignore:

@@ -55,7 +55,12 @@ def _policy_decision(event: events.RegistryEvent) -> events.Start | events.Ignor
     if not events.is_policy_name(event.model):
         return events.Ignore(f"unknown model {event.model!r}: no rollout policy")
     folder = policies_dir()
-    if not any((folder / f"{event.model}{s}").is_file() for s in (".yaml", ".yml")):
+    try:
+        found = any((folder / f"{event.model}{s}").is_file() for s in (".yaml", ".yml"))
+    except OSError as e:  # e.g. a name the file system refuses; never a reason to 5xx
+        log.warning("webhook for %r ignored: cannot look for its policy: %s", event.model, e)
+        found = False
+    if not found:
         return events.Ignore(f"unknown model {event.model!r}: no rollout policy in {folder}")
     try:
         policy = load_policy_for(event.model, folder)

@@ -20,7 +20,7 @@ import pytest
 import requests
 from scipy.stats import binomtest
 from support.models import iris_rows, register_iris_version, scoring_payload
-from support.rollout_env import champion_serving, rollout_env, states, ti_times
+from support.rollout_env import champion_serving, rollout_env, states, ti_times, version_tags
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -44,9 +44,9 @@ judge:
   errors: {max_relative_increase: 0.5, min_absolute_increase: 0.05}
   latency: {quantiles: [0.5], tolerance: 3.0}
   latency_tail: {enabled: false}
-  kpi: {enabled: true, margin: 0.5, min_feedback: 40}
+  kpi: {enabled: false}
 """
-MODELS = ("ld_healthy", "ld_kpi")
+MODELS = ("ld_healthy", "ld_slow")
 
 
 @pytest.fixture(scope="module")
@@ -182,17 +182,19 @@ def test_healthy_rollout_under_load(env, tmp_path):
     with Load(env.gateway.url, model, tmp_path, {"*": 0.4}) as load:
         dr = env.dag(model).test(run_conf={"version": v2, "force": False})
     st = states(dr)
-    assert str(dr.state) in ("success", "DagRunState.SUCCESS"), sorted(st.items())
+    why = version_tags(env, model, v2).get("rollout.reason")
+    assert str(dr.state) in ("success", "DagRunState.SUCCESS"), (why, sorted(st.items()))
     assert env.route(model)["weights"] == {v2: 100}
     lines = check_load(env, model, v1, v2, dr, load.result)
     assert len(lines) == 1 + len(STEPS)
 
 
 def test_rollback_under_load(env, tmp_path):
-    model = "ld_kpi"
+    """A candidate 150 ms slower per call: every request still answered, latency rolls it back."""
+    model = "ld_slow"
     v1 = champion_serving(env, model)
-    v2 = register_iris_version(env.tracking_uri, model, kind="good")
-    with Load(env.gateway.url, model, tmp_path, {v1: 0.6, v2: 0.15}) as load:
+    v2 = register_iris_version(env.tracking_uri, model, kind="slow", delay_ms=150)
+    with Load(env.gateway.url, model, tmp_path, {"*": 0.4}) as load:
         dr = env.dag(model).test(run_conf={"version": v2, "force": False})
     st = states(dr)
     assert st["rollback.restore_traffic"] == "success", sorted(st.items())

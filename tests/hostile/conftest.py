@@ -1,8 +1,10 @@
 """Fixtures of the hostile-input fuzz tests: one real gateway process serving a real model.
 
-The gateway runs with `--log-level debug` (everything any library logs lands in its log file)
-and a distinctive admin token, so the tests can check that the token never reaches the log.
-It serves two gateway models from one registered iris version:
+The gateway runs with `--log-level debug` (everything any library logs lands in its log
+file) and a distinctive admin token, so the tests can check that the token never reaches the
+log; its MLflow tracking URI is the session's real server, which the admin fuzzer's
+`models:/...` sources resolve against (and fail: nothing is registered there).
+It serves two gateway models from one saved iris model:
 
 - `m`: version 1 live at 100%, version 2 as a shadow (its own worker process), version 3 in
   the staging slot. The invocation, feedback and staging fuzzers hit it; nothing else changes
@@ -17,17 +19,27 @@ import secrets
 import httpx
 import pytest
 from support.gateway_api import admin_client, load, set_route
-from support.models import iris_rows, register_iris_version, scoring_payload
+from support.models import PIP_REQUIREMENTS as PIP
+from support.models import _fitted, iris, iris_rows, scoring_payload
 from support.servers import GatewayProcess
 
-REGISTERED = "hostile-iris"
 ADMIN_TOKEN = f"hostile-admin-{secrets.token_hex(16)}"
 
 
 @pytest.fixture(scope="session")
-def hostile_model_uri(mlflow_server) -> str:
-    version = register_iris_version(mlflow_server, REGISTERED, kind="good")
-    return f"models:/{REGISTERED}/{version}"
+def hostile_model_uri(tmp_path_factory) -> str:
+    """A real MLflow sklearn model (iris, with its signature) saved to a local folder: the
+    gateway loads it like a registry version, without the ~20 s of registering one."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    X, _ = iris()
+    clf = _fitted()
+    path = tmp_path_factory.mktemp("hostile-model") / "model"
+    mlflow.sklearn.save_model(
+        clf, str(path), signature=infer_signature(X, clf.predict(X)), pip_requirements=PIP
+    )
+    return str(path)
 
 
 @pytest.fixture(scope="session")

@@ -57,15 +57,23 @@ class Tally:
         self.inputs += 1
         self.outcomes[name] += 1
 
+    def note(self, name: str, count: int) -> None:
+        """Record a count that is not an input's outcome (e.g. runs started)."""
+        self.outcomes[name] = count
+
     def line(self) -> str:
+        http = [k for k in self.outcomes if k[0].isdigit()]
+        other = ", ".join(f"{n} {k}" for k, n in sorted(self.outcomes.items()) if k not in http)
+        if not http:
+            return f"{self.target}: {self.inputs} inputs, {other}"
         classes = [k for k in ("2xx", "3xx", "4xx", "5xx") if k in self.outcomes or k == "5xx"]
-        if any(k[0].isdigit() for k in self.outcomes):
-            parts = [f"{self.outcomes[k]} {k}" for k in classes]
-            codes = sorted(k for k in self.outcomes if k.isdigit())
-            detail = ", ".join(f"{k}: {self.outcomes[k]}" for k in codes)
-            return f"{self.target}: {self.inputs} inputs, {', '.join(parts)} ({detail})"
-        parts = [f"{n} {k}" for k, n in sorted(self.outcomes.items())]
-        return f"{self.target}: {self.inputs} inputs, {', '.join(parts)}"
+        parts = ", ".join(f"{self.outcomes[k]} {k}" for k in classes)
+        detail = ", ".join(
+            f"{k}: {self.outcomes[k]}" for k in sorted(k for k in http if k.isdigit())
+        )
+        return f"{self.target}: {self.inputs} inputs, {parts} ({detail})" + (
+            f"; {other}" if other else ""
+        )
 
     def report(self) -> str:
         text = self.line()

@@ -231,6 +231,7 @@ def test_fuzz_signed_events_malformed_ones_are_4xx_and_start_nothing(
 
     fuzz_events()
     fuzz_bodies()
+    tally.note("runs started", sum(len(v) for v in started.values()))
     assert any(started.values()), "no event started a run: the property was never exercised"
     assert_secret_kept(secret, caplog, *answers)
 
@@ -306,6 +307,7 @@ def test_fuzz_replayed_and_stale_deliveries_start_nothing(receiver, secret, mode
         assert versions_run(model) == sorted(runs)
 
     run()
+    tally.note("runs started", len(runs))
     assert runs, "no delivery started a run: the property was never exercised"
     assert_secret_kept(secret, caplog, *answers)
 

@@ -130,10 +130,11 @@ def step_windows(dr) -> list[tuple[int, float, float]]:
     already in flight.
     """
     times = ti_times(dr)
+    ran = {t for t, state in states(dr).items() if state == "success"}
     changes = sorted(
         (e.timestamp(), t)
         for t, (_, e) in times.items()
-        if e and (t.endswith(".set_traffic") or t in ("cutover", "rollback.restore_traffic"))
+        if t in ran and (t.endswith(".set_traffic") or t in ("cutover", "rollback.restore_traffic"))
     )
     out = []
     for i, (end, task) in enumerate(changes):
@@ -181,12 +182,16 @@ def test_healthy_rollout_under_load(env, tmp_path):
     v2 = register_iris_version(env.tracking_uri, model, kind="good")
     with Load(env.gateway.url, model, tmp_path, {"*": 0.4}) as load:
         dr = env.dag(model).test(run_conf={"version": v2, "force": False})
+        time.sleep(2.0)  # answers under the final route too
     st = states(dr)
     why = version_tags(env, model, v2).get("rollout.reason")
     assert str(dr.state) in ("success", "DagRunState.SUCCESS"), (why, sorted(st.items()))
     assert env.route(model)["weights"] == {v2: 100}
     lines = check_load(env, model, v1, v2, dr, load.result)
-    assert len(lines) == 1 + len(STEPS)
+    assert len(lines) == len(STEPS)  # the rate line, then every step but 100% (the cutover)
+    promoted = ti_times(dr)["cutover"][1].timestamp() + 0.5
+    after = [v for t, _, v in load.result["answers"] if t > promoted]
+    assert after and set(after) == {v2}, f"{len(after)} answers after the cutover"
 
 
 def test_rollback_under_load(env, tmp_path):
@@ -196,6 +201,7 @@ def test_rollback_under_load(env, tmp_path):
     v2 = register_iris_version(env.tracking_uri, model, kind="slow", delay_ms=150)
     with Load(env.gateway.url, model, tmp_path, {"*": 0.4}) as load:
         dr = env.dag(model).test(run_conf={"version": v2, "force": False})
+        time.sleep(2.0)  # answers under the final route too
     st = states(dr)
     assert st["rollback.restore_traffic"] == "success", sorted(st.items())
     assert env.route(model)["weights"] == {v1: 100}

@@ -100,8 +100,10 @@ class Gateway:
         if self.settings.mlflow_tracking_uri:
             import os
 
-            # set before any (lazy) mlflow import in the loader threads
+            # set before any (lazy) mlflow import in the loader threads; the registry too:
+            # an inherited MLFLOW_REGISTRY_URI would send models:/ URIs to another server
             os.environ["MLFLOW_TRACKING_URI"] = self.settings.mlflow_tracking_uri
+            os.environ["MLFLOW_REGISTRY_URI"] = self.settings.mlflow_tracking_uri
         await asyncio.to_thread(self.store.open)
         versions = await asyncio.to_thread(self.store.load_versions)
         routes = await asyncio.to_thread(self.store.load_routes)

@@ -222,7 +222,11 @@ class Registry:
 
         Tags hold the summary; the run holds everything (judge evidence can be tens of KB).
         """
-        exp = self.client.get_experiment_by_name(EVIDENCE_EXPERIMENT)
+        exp = self._call(
+            "finding the evidence experiment",
+            self.client.get_experiment_by_name,
+            EVIDENCE_EXPERIMENT,
+        )
         exp_id = (
             exp.experiment_id
             if exp is not None
@@ -251,5 +255,5 @@ class Registry:
             evidence,
             f"evidence/{stage}.json",
         )
-        self.client.set_terminated(run_id)
+        self._call("closing the evidence run", self.client.set_terminated, run_id)
         return run_id

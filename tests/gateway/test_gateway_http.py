@@ -402,6 +402,13 @@ def test_feedback_is_counted_for_the_version_that_answered(gw, client, iris_regi
     assert r.status_code == 200 and r.json() == {"accepted": 39, "unknown": ["nope"]}
     r = httpx.post(f"{gw.url}/models/fb/feedback", json={"request_id": ids[0], "outcome": 1})
     assert r.json() == {"accepted": 0, "duplicates": [ids[0]]}
+    # a client reusing a request id does not earn that id a second outcome
+    again = httpx.post(
+        inv(gw, "fb"), json=scoring_payload(iris_rows(1)), headers={"X-Request-Id": ids[0]}
+    )
+    assert again.status_code == 200 and again.headers["x-request-id"] == ids[0]
+    r = httpx.post(f"{gw.url}/models/fb/feedback", json={"request_id": ids[0], "outcome": 1})
+    assert r.json() == {"accepted": 0, "duplicates": [ids[0]]}
     assert (
         httpx.post(
             f"{gw.url}/models/fb/feedback", json={"request_id": "nope", "outcome": 1}

@@ -504,7 +504,8 @@ class Gateway:
         )
         if arm != "shadow":
             recent = self._recent
-            recent[rid] = [model, version, arm, False]
+            prev = recent.get(rid)  # a client reusing its request id: one outcome per id
+            recent[rid] = [model, version, arm, bool(prev and prev[3])]
             if len(recent) > RECENT_REQUESTS:
                 recent.popitem(last=False)
 

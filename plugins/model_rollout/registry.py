@@ -68,10 +68,16 @@ class Registry:
                 "no MLflow tracking URI: set the Airflow connection 'mlflow_default' "
                 "or the env variable MLFLOW_TRACKING_URI"
             )
+        import mlflow
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        # What resolves models:/ and runs:/ URIs in this process (pyfunc loads, MLmodel reads,
+        # holdout downloads) follows the same server, not an MLFLOW_REGISTRY_URI inherited from
+        # whoever started the worker: that sent a Celery worker's loads to another registry.
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:

@@ -140,6 +140,7 @@ class Distributed:
             ),
             MODEL_GATEWAY_TOKEN=self.token,
             MLFLOW_TRACKING_URI=self.mlflow_url,
+            MLFLOW_REGISTRY_URI=self.mlflow_url,
             MODEL_ROLLOUT_POLICIES=str(self.workdir / "policies"),
             MODEL_ROLLOUT_WEBHOOK_SECRET=self.webhook_secret,
         )

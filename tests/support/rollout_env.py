@@ -56,6 +56,7 @@ def rollout_env(
         for k in (
             "MODEL_ROLLOUT_POLICIES",
             "MLFLOW_TRACKING_URI",
+            "MLFLOW_REGISTRY_URI",
             "MODEL_GATEWAY_URL",
             "MODEL_GATEWAY_TOKEN",
         )
@@ -63,6 +64,7 @@ def rollout_env(
     os.environ.update(
         MODEL_ROLLOUT_POLICIES=str(folder),
         MLFLOW_TRACKING_URI=tracking_uri,
+        MLFLOW_REGISTRY_URI=tracking_uri,
         MODEL_GATEWAY_URL=gw.url,
         MODEL_GATEWAY_TOKEN=gw.token,
     )

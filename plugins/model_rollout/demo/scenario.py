@@ -298,6 +298,7 @@ class Demo:
                 {
                     "MODEL_GATEWAY_TOKEN": sec.gateway_token,
                     "MLFLOW_TRACKING_URI": self.ports.mlflow_url,
+                    "MLFLOW_REGISTRY_URI": self.ports.mlflow_url,
                 }
             ),
         )
@@ -339,6 +340,7 @@ class Demo:
                         }
                     ),
                     "MLFLOW_TRACKING_URI": self.ports.mlflow_url,
+                    "MLFLOW_REGISTRY_URI": self.ports.mlflow_url,
                     "MODEL_GATEWAY_URL": self.ports.gateway_url,
                     "MODEL_GATEWAY_TOKEN": sec.gateway_token,
                 }

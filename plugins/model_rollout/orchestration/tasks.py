@@ -134,6 +134,7 @@ def offline_validation(policy: Policy, **context) -> dict[str, Any]:
     r = _resolved(context)
     if policy.holdout is None:
         return {"passed": True, "skipped": "no holdout in the policy"}
+    _registry()  # binds this process's models:/ resolution to the rollout's MLflow server
     try:
         res = offline_evaluation(
             policy.holdout,

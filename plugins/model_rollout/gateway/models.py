@@ -9,6 +9,7 @@ batches grow by themselves. The event loop never runs model code.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import inspect
 import logging
@@ -58,11 +59,25 @@ def _failed(message: str, status: int = 500, code: str = "INTERNAL_ERROR") -> Re
     return Result(status, error_body(message, code), error=message)
 
 
+def row_chunks(reqs: list[ScoringRequest], max_rows: int):
+    """Consecutive chunks of `reqs` of at most `max_rows` rows (one request per chunk at least)."""
+    chunk, rows = [], 0
+    for req in reqs:
+        n = req.n_rows or 1
+        if chunk and rows + n > max_rows:
+            yield chunk
+            chunk, rows = [], 0
+        chunk.append(req)
+        rows += n
+    if chunk:
+        yield chunk
+
+
 class Overloaded(Exception):
     """Too many rows already waiting for this version."""
 
 
-class LoadedVersion:
+class LoadedVersion(abc.ABC):
     """Base of a servable version; `status` is loading | loaded | failed."""
 
     kind = "base"
@@ -83,11 +98,13 @@ class LoadedVersion:
             "error": self.error,
         }
 
+    @abc.abstractmethod
     async def load(self) -> None:
-        raise NotImplementedError
+        """Make the version servable (sets `status`)."""
 
+    @abc.abstractmethod
     async def predict(self, req: ScoringRequest, timeout: float) -> Result:
-        raise NotImplementedError
+        """One request's answer within `timeout` seconds."""
 
     async def predict_many(self, reqs: list[ScoringRequest], timeout: float) -> list[Result]:
         """Answer several requests; shadows use it to send a whole lane's backlog at once."""
@@ -195,15 +212,7 @@ class PyfuncVersion(LoadedVersion):
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         results: list[Result] = []
-        pos = 0
-        while pos < len(reqs):
-            chunk, rows = [], 0
-            while pos < len(reqs) and (
-                not chunk or rows + (reqs[pos].n_rows or 1) <= self.max_batch_rows
-            ):
-                chunk.append(reqs[pos])
-                rows += reqs[pos].n_rows or 1
-                pos += 1
+        for chunk in row_chunks(reqs, self.max_batch_rows):
             try:
                 part = await asyncio.wait_for(
                     loop.run_in_executor(self._executor, self._run_batch, chunk, False), timeout

@@ -172,21 +172,13 @@ class ShadowProcess:
             self.prewarm()
 
     async def predict_many(self, reqs: list, timeout: float) -> list:
-        from model_rollout.gateway.models import _failed
+        from model_rollout.gateway.models import _failed, row_chunks
 
         loop = asyncio.get_running_loop()
         unavailable = f"shadow worker of version {self.version} failed to start or died"
         t0 = time.perf_counter()
         results: list = []
-        pos = 0
-        while pos < len(reqs):
-            chunk, rows = [], 0
-            while pos < len(reqs) and (
-                not chunk or rows + (reqs[pos].n_rows or 1) <= self.max_batch_rows
-            ):
-                chunk.append(reqs[pos])
-                rows += reqs[pos].n_rows or 1
-                pos += 1
+        for chunk in row_chunks(reqs, self.max_batch_rows):
             pool = self._pool
             if pool is None or self.status != "loaded":  # died on an earlier chunk
                 results.extend(_failed(unavailable, 503, "UNAVAILABLE") for _ in chunk)

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from model_rollout.judge import JudgeConfig, Verdict, evaluate
-from model_rollout.judge.counts import log_evalue_above, null_share
+from model_rollout.judge.counts import log_evalue_above, null_share, staged_log_evalue
 
 from .helpers import arm, canary_snapshot
 
@@ -30,12 +30,14 @@ def test_errors_doubled_is_degraded_with_evidence():
     errors = v.metrics["errors"]
     assert errors.status == "degraded"
     assert errors.value >= errors.threshold
-    # The e-value is the one-sided split e-process at the tolerance edge, computed by hand:
-    # the 0.1 pp floor over a 1% baseline is a tolerated ratio of 1.1.
+    # The e-value is the one-sided split e-process at the tolerance edge: the 0.1 pp floor over
+    # a 1% baseline is a tolerated ratio of 1.1. One stage: the staged mixture over rate ratios,
+    # within a nat of the Beta mixture on the share (two priors, the same evidence).
     assert errors.tolerance == pytest.approx(1.1)
     theta0 = float(null_share(0.05, 1.1))
-    assert errors.value == pytest.approx(float(log_evalue_above(200, 2100, theta0)))
-    assert errors.threshold == pytest.approx(math.log(3 / 0.05))  # 3 metrics in force
+    assert errors.value == pytest.approx(staged_log_evalue([200], [2100], [theta0], "above"))
+    assert errors.value == pytest.approx(float(log_evalue_above(200, 2100, theta0)), abs=1.0)
+    assert errors.threshold == pytest.approx(math.log(4 / 0.05))  # 4 metrics in force
     assert errors.estimate == pytest.approx((200 / 10_000) / (1_900 / 190_000))
     lo, hi = errors.interval
     assert lo < errors.estimate < hi
@@ -49,8 +51,9 @@ def test_identical_arms_with_plenty_of_data_are_healthy():
     # Showing that 1% errors rose by less than 0.1 pp takes a few hundred thousand requests.
     v = judge(canary_snapshot(arm("1", 9_500_000, 95_000), arm("2", 500_000, 5_000)))
     assert v.status == "healthy", v.reason
-    assert all(m.status == "healthy" for m in v.metrics.values())
-    assert v.alpha_per_metric == pytest.approx(0.05 / 3)
+    assert v.metrics["kpi"].status == "not_applicable"  # no feedback: nothing to judge
+    assert all(m.status == "healthy" for k, m in v.metrics.items() if k != "kpi")
+    assert v.alpha_per_metric == pytest.approx(0.05 / 4)
     assert v.checks["srm"]["mismatch"] is False
 
 
@@ -165,7 +168,7 @@ def test_versions_are_compared_as_strings():
 def test_config_defaults_and_metrics_in_force():
     cfg = JudgeConfig()
     assert cfg.alpha == 0.05
-    assert cfg.metrics_in_force("canary") == ["errors", "latency", "latency_tail"]
+    assert cfg.metrics_in_force("canary") == ["errors", "latency", "latency_tail", "kpi"]
     assert cfg.metrics_in_force("shadow") == [
         "errors",
         "latency",

@@ -59,14 +59,29 @@ def test_kpi_verdicts():
     assert worse.metrics["kpi"].status == "degraded"
 
 
-def test_kpi_without_feedback_is_inconclusive_and_blocks_healthy():
-    base, cand = arm("1", 190_000), arm("2", 10_000)
-    cfg = JudgeConfig(kpi={"enabled": True})
+def test_kpi_without_feedback_does_not_apply_and_missing_candidate_feedback_blocks():
+    cfg = JudgeConfig()  # the KPI is judged by default, whenever feedback arrives
+    plenty = 9_500_000, 500_000
+    none = evaluate(
+        canary_snapshot(arm("1", plenty[0], 0), arm("2", plenty[1], 0)),
+        baseline="1",
+        candidate="2",
+        mode="canary",
+        config=cfg,
+    )
+    assert none.metrics["kpi"].status == "not_applicable"
+    assert "No feedback" in none.metrics["kpi"].reason
+    assert none.status == "healthy", none.reason  # a model without feedback still promotes
+    # The baseline gets outcomes and the candidate none: a broken feedback path, never healthy.
     v = evaluate(
-        canary_snapshot(base, cand), baseline="1", candidate="2", mode="canary", config=cfg
+        canary_snapshot(arm("1", plenty[0], 0, clicks=95_000.0), arm("2", plenty[1], 0)),
+        baseline="1",
+        candidate="2",
+        mode="canary",
+        config=cfg,
     )
     assert v.metrics["kpi"].status == "inconclusive"
-    assert "feedback" in v.metrics["kpi"].reason
+    assert "candidate arm has 0 feedback" in v.metrics["kpi"].reason
     assert v.status == "inconclusive"
 
 

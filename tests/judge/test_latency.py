@@ -9,7 +9,7 @@ import pytest
 
 from model_rollout.histogram import LATENCY_GROWTH, LATENCY_MIN_MS, latency_bucket_bounds
 from model_rollout.judge import JudgeConfig, evaluate
-from model_rollout.judge.counts import log_evalue_above
+from model_rollout.judge.counts import log_evalue_above, staged_log_evalue
 from model_rollout.judge.histograms import cdf_at, cdf_points, inverse_cdf, parse_counts
 from model_rollout.judge.latency import quantile_bounds, shift_bounds, tail_counts
 
@@ -146,5 +146,7 @@ def test_tail_e_value_in_the_evidence_is_the_count_e_process():
     ev_c = tail.samples["candidate_events"]
     rate_b = tail.details["baseline_exceedance_rate_at_tau_over_1_plus_tol"]
     ev_b = rate_b * tail.samples["baseline"]
-    expected = float(log_evalue_above(ev_c, ev_c + ev_b, 0.05))
+    expected = staged_log_evalue([ev_c], [ev_c + ev_b], [0.05], "above")
     assert tail.value == pytest.approx(expected, rel=1e-9)
+    # the same evidence as the single-stage Beta mixture, up to the prior
+    assert tail.value == pytest.approx(float(log_evalue_above(ev_c, ev_c + ev_b, 0.05)), abs=1.0)

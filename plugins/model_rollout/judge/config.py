@@ -46,7 +46,6 @@ class ErrorsConfig(BaseModel):
             "services be declared healthy."
         ),
     )
-    concentration: float = CONCENTRATION_FIELD
 
 
 class LatencyConfig(BaseModel):
@@ -106,7 +105,6 @@ class TailLatencyConfig(BaseModel):
             "cancels load swings, and tail regressions hurt most."
         ),
     )
-    concentration: float = CONCENTRATION_FIELD
 
 
 class KpiConfig(BaseModel):
@@ -115,8 +113,9 @@ class KpiConfig(BaseModel):
     model_config = _STRICT
 
     enabled: bool = Field(
-        False,
-        description="Judge the feedback outcome; off by default as not every model gets feedback.",
+        True,
+        description="Judge the feedback outcome whenever feedback arrives (a model that gets none "
+        "is not judged on it); false turns the KPI off.",
     )
     direction: Literal["higher_is_better", "lower_is_better"] = Field(
         "higher_is_better", description="Which way the outcome improves."
@@ -235,8 +234,10 @@ class JudgeConfig(BaseModel):
         gt=0.0,
         lt=0.5,
         description=(
-            "Bound on the false-rollback rate over the whole bake, however often the judge is "
-            "called; split evenly (Bonferroni) across the metrics in force."
+            "Bound on the false-rollback rate of a whole rollout (shadow and every step, "
+            "extensions included), however often the judge looks; split evenly (Bonferroni) "
+            "across the tests of the rollout: each metric of the shadow phase and each metric "
+            "of the live phase."
         ),
     )
     min_samples: int = Field(
@@ -278,6 +279,11 @@ class JudgeConfig(BaseModel):
         ):
             raise ValueError("judge config: at least one metric must be enabled")
         return self
+
+    def rollout_tests(self, shadow: bool) -> list[str]:
+        """The rollout's tests, "<phase>.<metric>": the rollout's alpha is split over these."""
+        phases = (["shadow"] if shadow else []) + ["canary"]
+        return [f"{p}.{m}" for p in phases for m in self.metrics_in_force(p)]
 
     def metrics_in_force(self, mode: Literal["canary", "shadow"]) -> list[str]:
         """Names of the metrics judged in `mode`; alpha is split across exactly these."""

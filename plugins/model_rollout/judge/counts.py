@@ -180,3 +180,101 @@ def proportion_interval(s: float, n: float, alpha: float, a: float, b: float) ->
         return 1.0 / (1.0 + math.exp(-x)) if x > -700 else 0.0
 
     return (root(0.0, -1.0), root(1.0, 1.0))
+
+
+# --------------------------------------------------------------------------- staged splits
+# A rollout changes the candidate's share between stages (5% -> 25% -> 50%) while the candidate
+# itself stays the same, so the evidence of every stage should count. With shares rho_s, an
+# event of stage s falls in the candidate with theta_s(r) = rho_s r / (rho_s r + 1 - rho_s); the
+# Beta prior on theta is no longer conjugate, so the mixture is over u = log(r / r0) instead, on
+# a fixed grid. Per event the likelihood ratio of r0 e^u against r0 has mean <= 1 under any
+# r <= r0 (u > 0; mirror image for u < 0), so every grid point's product over stages is a test
+# supermartingale for the composite null, and so is any fixed mixture of them (Ville again).
+# Prior: equal parts half-normals of scale 0.1, 0.4 and 1.6 in u (ratios within ~10%, ~50% and
+# ~5x of r0), so both subtle and gross effects get weight.
+_GRID_U = np.geomspace(0.002, 8.0, 120)
+_SCALES = np.array([0.1, 0.4, 1.6])
+_density = np.mean(
+    np.exp(-0.5 * (_GRID_U[:, None] / _SCALES) ** 2) / _SCALES * math.sqrt(2 / math.pi), axis=1
+)
+_LOG_GRID_W = np.log(_density * np.gradient(_GRID_U)) - math.log(
+    np.sum(_density * np.gradient(_GRID_U))
+)
+
+
+def stage_log_lr(cand, total, theta0, side: str):
+    """log likelihood ratios, shape (S, G): stage s's events at u = +-grid (side above/below).
+
+    `cand`, `total` (events per stage) and `theta0` (each stage's candidate share of events
+    under the null ratio r0) are arrays of shape (S,). For one event in the candidate arm the
+    ratio is e^u * (1 - theta0 + theta0 e^u)^-1 ... summed in closed form:
+    c u - n log(1 + theta0 (e^u - 1)).
+    """
+    u = _GRID_U if side == "above" else -_GRID_U
+    c = np.asarray(cand, dtype=float)[:, None]
+    n = np.asarray(total, dtype=float)[:, None]
+    t0 = np.asarray(theta0, dtype=float)[:, None]
+    return c * u - n * np.log1p(t0 * np.expm1(u))
+
+
+def _log_mix(log_lr_sum):
+    """log of the prior mixture of exp(log_lr_sum) over the grid (last axis)."""
+    x = log_lr_sum + _LOG_GRID_W
+    top = np.max(x, axis=-1)
+    return top + np.log(np.sum(np.exp(x - top[..., None]), axis=-1))
+
+
+def staged_log_evalue(cand, total, theta0, side: str) -> float:
+    """log e-value of the split over all stages together (evidence carried from the first)."""
+    if len(cand) == 0:
+        return 0.0
+    return float(_log_mix(stage_log_lr(cand, total, theta0, side).sum(axis=0)))
+
+
+def restarting_log_evalue(cand, total, theta0, side: str, stages: int) -> float:
+    """log of the mean, over the `stages` possible start stages, of the e-process started there.
+
+    Each E_k (started at stage k's first event, 1 before) is a test supermartingale, so is
+    their average with fixed weights 1 / stages (stages not yet reached count as 1). Why not
+    only the pooled one: a candidate that is fine at 5% but degrades under the load of 50%
+    would otherwise be masked by the good evidence of the early stages; the average costs at
+    most log(stages) of evidence and follows whichever start fits best.
+    """
+    k = len(cand)
+    if k == 0:
+        return 0.0
+    stages = max(int(stages), k)
+    lr = stage_log_lr(cand, total, theta0, side)
+    suffix = np.cumsum(lr[::-1], axis=0)[::-1]  # row k: stages k..K
+    logs = np.append(_log_mix(suffix), np.zeros(stages - k))  # unreached stages: E = 1
+    top = float(np.max(logs))
+    return top + math.log(float(np.sum(np.exp(logs - top)))) - math.log(stages)
+
+
+def staged_ratio_interval(cand, total, rho, alpha: float) -> tuple[float, float]:
+    """Anytime-valid interval for the rate ratio r over stages: the r0 that neither one-sided
+    staged e-value rejects at 1/alpha (each side alpha / 2). Bisection in log r0 (each side is
+    monotone in r0); 0 or inf where the data cannot bound a side. For the evidence shown to
+    humans, consistent with the verdicts' own e-processes."""
+    cand, total, rho = (np.asarray(x, dtype=float) for x in (cand, total, rho))
+    limit = math.log(2.0 / alpha)
+
+    def log_e(side: str, log_r0: float) -> float:
+        return staged_log_evalue(cand, total, null_share(rho, math.exp(log_r0)), side)
+
+    def edge(side: str) -> float:
+        # "above" rejects small r0 (lower end), "below" rejects large r0 (upper end)
+        lo, hi = -30.0, 30.0
+        inside_at = hi if side == "above" else lo
+        if log_e(side, -inside_at) < limit:
+            return 0.0 if side == "above" else math.inf
+        for _ in range(32):
+            mid = 0.5 * (lo + hi)
+            rejected = log_e(side, mid) >= limit
+            if (side == "above") == rejected:
+                lo = mid
+            else:
+                hi = mid
+        return math.exp(0.5 * (lo + hi))
+
+    return edge("above"), edge("below")

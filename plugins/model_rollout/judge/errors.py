@@ -3,11 +3,14 @@
 Each error falls in the candidate arm with probability theta; with the candidate's traffic
 share rho and rate ratio r, theta = rho r / (rho r + 1 - rho). A degradation is an increase
 beyond both tolerances (relative, and the absolute floor), i.e. r above r* = max(1 + rel,
-1 + floor / p_b). "Degraded" rejects r <= r* (one-sided Beta mixture, valid at every look) and
-also needs the estimated increase above the floor. "Healthy" needs the mirror-image e-value
-(r < r* shown) or anytime intervals showing that the absolute increase is below the floor;
-either takes on the order of p / floor^2 requests (about 150k at 1% errors and a 0.1 pp floor),
-which is why the floor is a policy knob.
+1 + floor / p_b). "Degraded" rejects r <= r* and also needs the estimated increase above the
+floor. "Healthy" needs the mirror-image e-value (r < r* shown) or anytime intervals showing that
+the absolute increase is below the floor; either takes on the order of p / floor^2 requests
+(about 150k at 1% errors and a 0.1 pp floor), which is why the floor is a policy knob.
+
+Stages: the counts of every stage of the phase count, each with its own share (the staged
+e-process of `counts`); "degraded" averages the processes started at each stage, so a
+regression that appears only at a later, larger step is not drowned by the earlier evidence.
 
 Why the floor enters the null and not only the estimate: arm-specific bursts (one canary pod
 misbehaving for a minute) make error counts over-dispersed, which no count test models; a null
@@ -21,8 +24,14 @@ import math
 import numpy as np
 
 from .config import ErrorsConfig
-from .counts import log_evalue_above, log_evalue_below, null_share, proportion_interval, rate_ratio
-from .snapshot import ArmStats
+from .counts import (
+    null_share,
+    proportion_interval,
+    restarting_log_evalue,
+    staged_log_evalue,
+    staged_ratio_interval,
+)
+from .snapshot import Stage, pooled_arm
 from .verdict import DEGRADED, HEALTHY, INCONCLUSIVE, MetricResult
 
 
@@ -40,40 +49,45 @@ def tolerated_ratio(rate_b, cfg: ErrorsConfig):
     return np.maximum(1.0 + cfg.max_relative_increase, floor_ratio)
 
 
-def degraded_log_evalue(err_c, err_b, req_b, rho, cfg: ErrorsConfig):
-    """log e-value against 'the candidate's error rate is within tolerance' (vectorised)."""
-    err_b = np.asarray(err_b, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rate_b = np.where(np.asarray(req_b) > 0, err_b / req_b, 0.0)
-    theta0 = null_share(rho, tolerated_ratio(rate_b, cfg))
-    return log_evalue_above(err_c, np.asarray(err_c) + err_b, theta0, cfg.concentration)
-
-
-def absolute_increase(err_c, err_b, req_c, req_b):
-    """Point estimate of candidate error rate minus baseline error rate (vectorised)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray(err_c) / req_c - np.asarray(err_b) / req_b
+def usable_stages(stages: list[Stage], *fields: str) -> list[Stage]:
+    """Stages whose share is known and whose arms have the fields, without problems."""
+    return [
+        s
+        for s in stages
+        if s.rho is not None
+        and all(
+            f not in a.problems and getattr(a, f) is not None
+            for a in (s.base, s.cand)
+            for f in fields
+        )
+    ]
 
 
 def judge_errors(
-    base: ArmStats,
-    cand: ArmStats,
-    rho: float,
+    stages: list[Stage],
     log_threshold: float,
     alpha_metric: float,
     min_samples: int,
     cfg: ErrorsConfig,
+    restarts: int = 1,
 ) -> MetricResult:
-    """Verdict on the error rate; `log_threshold` = log(1 / alpha_metric)."""
+    """Verdict on the error rate over the phase's stages (the last one is the current stage).
+
+    `log_threshold` = log(1 / alpha_metric); `restarts` = stages the phase has in all.
+    """
     name = "errors"
-    for arm in (base, cand):
+    current = stages[-1]
+    for arm in (current.base, current.cand):
         for key in ("requests", "errors"):
             if key in arm.problems:
                 return MetricResult(name, INCONCLUSIVE, arm.problems[key].capitalize() + ".")
+    used = usable_stages(stages, "requests", "errors")
+    base = pooled_arm([s.base for s in used] or [current.base])
+    cand = pooled_arm([s.cand for s in used] or [current.cand])
     nb, nc, eb, ec = base.requests, cand.requests, base.errors, cand.errors
     samples = {"baseline_requests": nb, "candidate_requests": nc, "baseline_errors": eb}
     samples["candidate_errors"] = ec
-    if nb == 0 or nc == 0:
+    if nb == 0 or nc == 0 or not used:
         empty = "baseline" if nb == 0 else "candidate"
         return MetricResult(
             name, INCONCLUSIVE, f"The {empty} arm has served no requests yet.", samples=samples
@@ -81,17 +95,22 @@ def judge_errors(
     rate_b, rate_c = eb / nb, ec / nc
     # One bound serves both sides: beyond it is a degradation, within it is healthy.
     bound = float(tolerated_ratio(rate_b, cfg))
-    theta0 = float(null_share(rho, bound))
-    log_e_deg = float(degraded_log_evalue(ec, eb, nb, rho, cfg))
-    log_e_ok = float(log_evalue_below(ec, ec + eb, theta0, cfg.concentration))
+    events_c = np.array([s.cand.errors for s in used])
+    events = events_c + np.array([s.base.errors for s in used])
+    theta0 = null_share(np.array([s.rho for s in used]), bound)
+    log_e_deg = restarting_log_evalue(events_c, events, theta0, "above", restarts)
+    log_e_ok = staged_log_evalue(events_c, events, theta0, "below")
     diff = rate_c - rate_b
-    # Evidence for humans: an anytime interval on the rate ratio (fixed prior centred on rho).
-    a, b = cfg.concentration * rho, cfg.concentration * (1 - rho)
-    lo, hi = proportion_interval(ec, ec + eb, alpha_metric, a, b) if ec + eb else (0.0, 1.0)
-    ratio_lo, ratio_hi = float(rate_ratio(lo, rho)), float(rate_ratio(hi, rho))
-    ratio_hat = rate_c / rate_b if rate_b > 0 else (math.inf if rate_c > 0 else math.nan)
+    last_diff = (
+        current.cand.errors / current.cand.requests - current.base.errors / current.base.requests
+        if current.cand.requests and current.base.requests
+        else -math.inf
+    )
     pc_lo, pc_hi = proportion_interval(ec, nc, alpha_metric / 2, 0.5, 0.5)
     pb_lo, pb_hi = proportion_interval(eb, nb, alpha_metric / 2, 0.5, 0.5)
+    rho_s = np.array([s.rho for s in used])
+    ratio_lo, ratio_hi = staged_ratio_interval(events_c, events, rho_s, alpha_metric)
+    ratio_hat = rate_c / rate_b if rate_b > 0 else (math.inf if rate_c > 0 else math.nan)
     details = {
         "baseline_rate": rate_b,
         "candidate_rate": rate_c,
@@ -100,8 +119,8 @@ def judge_errors(
         "max_relative_increase": cfg.max_relative_increase,
         "candidate_rate_interval": [pc_lo, pc_hi],
         "baseline_rate_interval": [pb_lo, pb_hi],
-        "traffic_share": rho,
-        "null_error_share": theta0,
+        "traffic_share": current.rho,
+        "stages": len(used),
         "log_evalue_within_tolerance": log_e_ok,
     }
     common = dict(
@@ -115,7 +134,7 @@ def judge_errors(
         samples=samples,
         details=details,
     )
-    if log_e_deg >= log_threshold and diff > cfg.min_absolute_increase:
+    if log_e_deg >= log_threshold and max(diff, last_diff) > cfg.min_absolute_increase:
         reason = (
             f"The candidate's error rate {rate_c:.3%} is above {bound:.2f}x the baseline's "
             f"{rate_b:.3%}, beyond the tolerance (e-value {math.exp(min(log_e_deg, 700)):.3g} "

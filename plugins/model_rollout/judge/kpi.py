@@ -5,7 +5,8 @@ are the same up to sign and offset) is >= 0 exactly when the candidate is non-in
 estimate is asymptotically normal with variance v = s_c^2/n_c + (1-m)^2 s_b^2/n_b, so a one-sided
 normal mixture of likelihood ratios (mSPRT, Johari et al. arXiv 1512.04922; asymptotic
 time-uniform validity: Waudby-Smith et al. 2021) gives an e-value for "D < 0" (degraded) and
-one for "D > 0" (non-inferior, healthy). Only sums and sums of squares are needed.
+one for "D > 0" (non-inferior, healthy). Only sums and sums of squares are needed. Over several
+stages D is stratified by stage (weights: the candidate's outcomes per stage).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from .config import KpiConfig
-from .snapshot import ArmStats
-from .verdict import DEGRADED, HEALTHY, INCONCLUSIVE, MetricResult
+from .snapshot import ArmStats, Stage, pooled_arm
+from .verdict import DEGRADED, HEALTHY, INCONCLUSIVE, NOT_APPLICABLE, MetricResult
 
 
 def log_evalue_normal_one_sided(estimate, variance, scale):
@@ -75,37 +76,89 @@ def _moments(arm: ArmStats) -> tuple[float, float, float]:
     return n, mean, var
 
 
+def stratified_contrast(strata, cfg: KpiConfig):
+    """(D, variance) over stages: each stage's contrast weighted by its candidate outcomes.
+
+    Why stratify: the candidate's share grows from stage to stage, so pooled means would weigh
+    the stages differently per arm; a KPI that drifts over the day (it does) would then look
+    like a difference between the arms. `strata` holds (n_c, mean_c, var_c, n_b, mean_b, var_b)
+    per stage.
+    """
+    total_c = sum(s[0] for s in strata)
+    contrast = variance = 0.0
+    for n_c, mean_c, var_c, n_b, mean_b, var_b in strata:
+        w = n_c / total_c
+        d, v, _ = kpi_contrast(mean_c, var_c, n_c, mean_b, var_b, n_b, cfg)
+        contrast += w * d
+        variance += w * w * v
+    return contrast, variance
+
+
 def judge_kpi(
-    base: ArmStats,
-    cand: ArmStats,
+    stages: list[Stage],
     log_threshold: float,
     alpha_metric: float,
     min_samples: int,
     cfg: KpiConfig,
+    restarts: int = 1,
 ) -> MetricResult:
-    """Verdict on the feedback KPI (non-inferiority with the policy's margin)."""
+    """Verdict on the feedback KPI (non-inferiority with the policy's margin) over the stages.
+
+    Judged whenever feedback arrives: with no outcome on either arm the KPI does not apply (a
+    model without feedback); once the baseline has outcomes, the candidate must have them too.
+    """
     name = "kpi"
-    for label, arm in (("baseline", base), ("candidate", cand)):
+    current = stages[-1]
+    for arm in (current.base, current.cand):
         if "feedback" in arm.problems:
             return MetricResult(name, INCONCLUSIVE, arm.problems["feedback"].capitalize() + ".")
-        if arm.feedback is None or arm.feedback.count < cfg.min_feedback:
-            have = 0 if arm.feedback is None else int(arm.feedback.count)
+    base = pooled_arm([s.base for s in stages])
+    cand = pooled_arm([s.cand for s in stages])
+    counts = {
+        label: 0 if arm.feedback is None else int(arm.feedback.count)
+        for label, arm in (("baseline", base), ("candidate", cand))
+    }
+    if not any(counts.values()):
+        return MetricResult(
+            name, NOT_APPLICABLE, "No feedback outcome has arrived for either arm: no KPI."
+        )
+    for label, have in counts.items():
+        if have < cfg.min_feedback:
             reason = (
                 f"The {label} arm has {have} feedback outcomes; at least {cfg.min_feedback} are "
                 f"needed."
             )
             return MetricResult(name, INCONCLUSIVE, reason)
+    strata = [
+        (*_moments(s.cand), *_moments(s.base))
+        for s in stages
+        if s.cand.feedback is not None
+        and s.base.feedback is not None
+        and s.cand.feedback.count >= 2
+        and s.base.feedback.count >= 2
+    ]
+    if not strata:
+        return MetricResult(name, INCONCLUSIVE, "No stage has two outcomes on each arm yet.")
     n_b, mean_b, var_b = _moments(base)
     n_c, mean_c, var_c = _moments(cand)
     samples = {"baseline": n_b, "candidate": n_c}
-    contrast, variance, margin_units = kpi_contrast(mean_c, var_c, n_c, mean_b, var_b, n_b, cfg)
-    if variance <= 0.0:
-        # Every outcome identical in both arms: no noise, the sign of D decides outright.
-        variance = 1e-12 * max(1.0, mean_b * mean_b)
+    floor = 1e-12 * max(1.0, mean_b * mean_b)  # every outcome identical: the sign decides
+
+    def log_e(start: int, sign: float) -> float:
+        contrast, variance = stratified_contrast(strata[start:], cfg)
+        return float(log_evalue_normal_one_sided(sign * contrast, max(variance, floor), scale))
+
     scale = mixture_scale(cfg, mean_b, var_b)
-    log_e_deg = float(log_evalue_normal_one_sided(-contrast, variance, scale))
+    contrast, variance = stratified_contrast(strata, cfg)
+    variance = max(variance, floor)
+    # Degraded: the mean of the processes started at each stage (unreached stages count as 1).
+    starts = [log_e(k, -1.0) for k in range(len(strata))]
+    starts += [0.0] * max(restarts - len(starts), 0)
+    top = max(starts)
+    log_e_deg = top + math.log(sum(math.exp(x - top) for x in starts) / len(starts))
     log_e_ok = float(log_evalue_normal_one_sided(contrast, variance, scale))
     half = float(normal_mixture_halfwidth(variance, scale, alpha_metric))
+    _, _, margin_units = kpi_contrast(mean_c, var_c, n_c, mean_b, var_b, n_b, cfg)
     diff = mean_c - mean_b
     relative = diff / mean_b if mean_b else math.nan
     common = dict(
@@ -125,6 +178,7 @@ def judge_kpi(
             "margin": cfg.margin,
             "margin_kind": cfg.margin_kind,
             "non_inferiority_contrast": contrast,
+            "stages": len(strata),
             "log_evalue_non_inferior": log_e_ok,
         },
     )

@@ -5,12 +5,14 @@ Shift. For each quantile q and each arm, an anytime-valid confidence sequence fo
 e-value of the count of requests <= x, and the x not rejected form the interval. The ratio of
 quantiles is then bounded by [cand_lo / base_hi, cand_hi / base_lo]. "Degraded" when the lower
 bound exceeds 1 + tolerance at any quantile, "healthy" when every upper bound is within it. Alpha
-is split over quantiles and arms (Bonferroni).
+is split over quantiles and arms (Bonferroni). Judged on the current stage alone: latency
+depends on load, which changes with the step; the caller gives each stage its share of alpha.
 
 Tail. tau = baseline's q-quantile (p99). Under "the candidate is at most (1 + tol) times slower
 in the tail", its requests exceed tau no more often than the baseline's exceed tau / (1 + tol),
 so the two counts feed the Poisson-split e-process with null share rho. Conditioning on the
-total makes it immune to load swings common to both arms (diurnal, bursts).
+total makes it immune to load swings common to both arms (diurnal, bursts). Over a phase's
+stages the counts pool like the error counts, each stage with its own share.
 """
 
 from __future__ import annotations
@@ -22,14 +24,13 @@ import numpy as np
 from .config import LatencyConfig, TailLatencyConfig
 from .counts import (
     critical_counts,
-    log_evalue_above,
-    log_evalue_below,
     log_evalue_two_sided,
-    proportion_interval,
-    rate_ratio,
+    restarting_log_evalue,
+    staged_log_evalue,
+    staged_ratio_interval,
 )
 from .histograms import cdf_at, inverse_cdf
-from .snapshot import ArmStats
+from .snapshot import ArmStats, Stage, pooled_arm
 from .verdict import DEGRADED, HEALTHY, INCONCLUSIVE, MetricResult
 
 
@@ -59,12 +60,17 @@ def shift_bounds(base_points, cand_points, quantiles, log_threshold, k):
         return c_lo - b_hi, c_mid - b_mid, c_hi - b_lo, b_hi
 
 
-def tail_counts(base_points, cand_points, quantile, tolerance):
-    """(candidate exceedances of tau, baseline exceedances of tau / (1 + tol), log tau)."""
+def tail_counts(base_points, cand_points, quantile, tolerance, log_tau=None):
+    """(candidate exceedances of tau, baseline exceedances of tau / (1 + tol), log tau).
+
+    tau is the baseline's `quantile` unless given (a phase's pooled baseline quantile)."""
     b_log_x, b_cum = base_points
     c_log_x, c_cum = cand_points
     nb = b_cum[..., -1:]
-    log_tau = inverse_cdf(b_log_x, b_cum, nb * quantile)
+    if log_tau is None:
+        log_tau = inverse_cdf(b_log_x, b_cum, nb * quantile)
+    else:
+        log_tau = np.broadcast_to(np.asarray(log_tau, dtype=float), nb.shape)
     nc = c_cum[..., -1:]
     cand_events = nc - cdf_at(c_log_x, c_cum, log_tau)
     base_events = nb - cdf_at(b_log_x, b_cum, log_tau - math.log1p(tolerance))
@@ -159,47 +165,68 @@ def judge_latency(
 
 
 def judge_latency_tail(
-    base: ArmStats,
-    cand: ArmStats,
-    rho: float,
+    stages: list[Stage],
     log_threshold: float,
     alpha_metric: float,
     min_samples: int,
     cfg: TailLatencyConfig,
+    restarts: int = 1,
 ) -> MetricResult:
-    """Verdict on tail latency: exceedances of the baseline's p99 via the count e-process."""
+    """Verdict on tail latency over the phase's stages: exceedances of the baseline's p99.
+
+    tau is read from the baseline pooled over the stages; each stage's exceedances enter the
+    staged count e-process with that stage's share (as the error rate does).
+    """
     name = "latency_tail"
-    problem = _arm_problem(base, cand)
+    current = stages[-1]
+    problem = _arm_problem(current.base, current.cand)
     if problem:
         return MetricResult(name, INCONCLUSIVE, problem)
-    base_points = base.latency_points
-    cand_points = cand.latency_points
-    ev_c, ev_b, log_tau = tail_counts(base_points, cand_points, cfg.quantile, cfg.tolerance)
-    ev_c, ev_b, log_tau = float(ev_c), float(ev_b), float(log_tau)
+    used = [s for s in stages if s.rho is not None and _arm_problem(s.base, s.cand) is None] or [
+        current
+    ]
+    base = pooled_arm([s.base for s in used])
+    cand = pooled_arm([s.cand for s in used])
+    _, _, log_tau = tail_counts(base.latency_points, cand.latency_points, cfg.quantile, 0.0)
+    log_tau = float(log_tau)
+    per_stage = [
+        tail_counts(
+            s.base.latency_points, s.cand.latency_points, cfg.quantile, cfg.tolerance, log_tau
+        )
+        for s in used
+    ]
+    ev_c_s = np.array([float(c) for c, _, _ in per_stage])
+    ev_b_s = np.array([float(b) for _, b, _ in per_stage])
+    rho_s = np.array([s.rho if s.rho is not None else math.nan for s in used])
+    ev_c, ev_b = float(ev_c_s.sum()), float(ev_b_s.sum())
     nb, nc = base.latency_total, cand.latency_total
     total = ev_c + ev_b
-    log_e_deg = float(log_evalue_above(ev_c, total, rho, cfg.concentration))
-    log_e_ok = float(log_evalue_below(ev_c, total, rho, cfg.concentration))
+    if np.all(np.isfinite(rho_s)):
+        log_e_deg = restarting_log_evalue(ev_c_s, ev_c_s + ev_b_s, rho_s, "above", restarts)
+        log_e_ok = staged_log_evalue(ev_c_s, ev_c_s + ev_b_s, rho_s, "below")
+    else:  # the current stage alone, without a usable share
+        return MetricResult(name, INCONCLUSIVE, "An arm has no traffic yet.")
     rate_c, rate_b = ev_c / nc, ev_b / nb
-    a, b = cfg.concentration * rho, cfg.concentration * (1 - rho)
-    lo, hi = proportion_interval(ev_c, total, alpha_metric, a, b) if total > 0 else (0.0, 1.0)
+    rho = float(rho_s[-1])
+    ratio_lo, ratio_hi = staged_ratio_interval(ev_c_s, ev_c_s + ev_b_s, rho_s, alpha_metric)
     label = f"p{round(cfg.quantile * 100):g}"
     tau_ms = math.exp(log_tau)
     common = dict(
         scale=f"exceedance-rate ratio over the baseline's {label} (tolerance built in)",
         estimate=rate_c / rate_b if rate_b > 0 else math.nan,
-        interval=(float(rate_ratio(lo, rho)), float(rate_ratio(hi, rho))),
+        interval=(ratio_lo, ratio_hi),
         tolerance=1.0,
         statistic="log e-value vs exceedance ratio <= 1",
         value=log_e_deg,
         threshold=log_threshold,
-        samples={"baseline": nb, "candidate": nc, "candidate_events": ev_c},
+        samples={"baseline": nb, "candidate": nc, "candidate_events": ev_c, "events": total},
         details={
             "tau_ms": tau_ms,
             "candidate_exceedance_rate": rate_c,
             "baseline_exceedance_rate_at_tau_over_1_plus_tol": rate_b,
             "latency_tolerance": cfg.tolerance,
             "traffic_share": rho,
+            "stages": len(used),
             "log_evalue_within_tolerance": log_e_ok,
         },
     )

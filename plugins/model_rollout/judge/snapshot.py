@@ -202,3 +202,59 @@ def store_problem(snapshot: Mapping) -> str | None:
         "this snapshot misses the requests answered since, so it cannot show the candidate "
         "healthy."
     )
+
+
+@dataclass
+class Stage:
+    """One stage of a phase: the two arms over the stage's time range and the candidate's share.
+
+    `rho` is the configured share of the candidate (canary) or its observed share (shadow);
+    None when neither can be had (no usable weights and no traffic).
+    """
+
+    base: ArmStats
+    cand: ArmStats
+    rho: float | None
+
+
+def empty_arm(version: str, arm: str) -> ArmStats:
+    """An arm that served nothing in a stage (absent from that stage's snapshot)."""
+    return ArmStats(version=version, arm=arm, requests=0.0, errors=0.0)
+
+
+def pooled_arm(arms: list[ArmStats]) -> ArmStats:
+    """The sum of one arm over several stages: counts, histograms and feedback add up.
+
+    Arms with problems in a field are left out of that field's sum; the pooled arm carries the
+    problems of the last (current) arm, which is the one a reader must fix.
+    """
+    last = arms[-1]
+    out = ArmStats(version=last.version, arm=last.arm, problems=dict(last.problems))
+    if "requests" not in last.problems:
+        out.requests = sum(a.requests or 0.0 for a in arms if "requests" not in a.problems)
+    if "errors" not in last.problems:
+        out.errors = sum(a.errors or 0.0 for a in arms if "errors" not in a.problems)
+    hists = [
+        (a.latency_idx, a.latency_cnt)
+        for a in arms
+        if "latency" not in a.problems and a.latency_idx is not None and a.latency_idx.size
+    ]
+    if "latency" not in last.problems:
+        if hists:
+            idx = np.unique(np.concatenate([h[0] for h in hists]))
+            cnt = np.zeros(idx.size)
+            for i, c in hists:
+                cnt[np.searchsorted(idx, i)] += c
+            out.latency_idx, out.latency_cnt = idx, cnt
+        else:
+            out.latency_idx, out.latency_cnt = np.zeros(0, dtype=np.int64), np.zeros(0)
+    feedback = [a.feedback for a in arms if a.feedback is not None]
+    if feedback and "feedback" not in last.problems:
+        out.feedback = Feedback(
+            sum(f.count for f in feedback),
+            sum(f.total for f in feedback),
+            sum(f.total_sq for f in feedback),
+        )
+    out.outputs_kind = last.outputs_kind
+    out.outputs = last.outputs
+    return out

@@ -6,11 +6,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Status = Literal["degraded", "healthy", "inconclusive"]
+Status = Literal["degraded", "healthy", "inconclusive", "not_applicable"]
 
 DEGRADED: Status = "degraded"
 HEALTHY: Status = "healthy"
 INCONCLUSIVE: Status = "inconclusive"
+NOT_APPLICABLE: Status = "not_applicable"
+"""A metric with nothing to judge (no feedback at all: the model gets none). Metric-level only:
+it neither blocks "healthy" nor counts as evidence; a verdict is never not_applicable."""
 
 # Every number a verdict carries is clipped to +-1e18 (infinities included: "unbounded").
 # Verdicts travel through PostgreSQL's jsonb (trigger events, XComs), which hands integral
@@ -119,7 +122,8 @@ class Verdict:
 
 
 def combine(results: list[MetricResult]) -> tuple[Status, str]:
-    """Degraded if any metric is, healthy only if every metric is, otherwise inconclusive."""
+    """Degraded if any metric is, healthy only if every applicable metric is, else inconclusive."""
+    results = [r for r in results if r.status != NOT_APPLICABLE]
     if not results:
         return INCONCLUSIVE, "No metric is enabled for this mode, so there is nothing to judge."
     degraded = [r for r in results if r.status == DEGRADED]

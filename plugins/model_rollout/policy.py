@@ -172,10 +172,24 @@ class Policy(_Strict):
     )
     on_inconclusive: Literal["extend", "pause", "rollback"] = Field(
         "extend",
-        description="What a window ending without a decision does: extend it once, pause "
-        "for human approval, or roll back.",
+        description="What the last step does when its window ends before the judge has shown "
+        "every metric within tolerance: extend it as long as the planner says is needed "
+        "(bounded by max_stage_duration), pause for a human (who sees how much more traffic "
+        "it would take), or roll back (saying how much more it would have taken). Earlier "
+        "steps and the shadow only guard against harm: they go on unless a degradation is shown.",
     )
-    extend_by: Duration = Field(0.0, description="Extension length; 0 means one more window.")
+    max_stage_duration: Duration | None = Field(
+        None,
+        gt=0,
+        description="Longest a step may run with its extension (default: 3x its window). Past "
+        "it, or when the evidence needed is predicted to take longer, after_max_stage_duration "
+        "applies.",
+    )
+    after_max_stage_duration: Literal["pause", "rollback"] = Field(
+        "pause",
+        description="What an extended step that still cannot decide does: pause for a human or "
+        "roll back.",
+    )
     shadow: Shadow = Field(default_factory=Shadow)
     staging: Staging = Field(default_factory=Staging)
     holdout: Holdout | None = None
@@ -235,6 +249,20 @@ class Policy(_Strict):
     def window_for(self, step: int) -> float:
         """Monitor window (s) of a traffic step."""
         return self.step_durations.get(step, self.step_duration)
+
+    def max_duration_for(self, window: float) -> float:
+        """How long a stage with this window may run in all, extension included."""
+        if self.on_inconclusive != "extend":
+            return window
+        limit = self.max_stage_duration if self.max_stage_duration is not None else 3 * window
+        return max(limit, window)
+
+    @property
+    def inconclusive_action(self) -> Literal["pause", "rollback"]:
+        """What an undecided stage finally does (after any extension)."""
+        if self.on_inconclusive == "extend":
+            return self.after_max_stage_duration
+        return self.on_inconclusive
 
     def judge_settings(self, mode: str) -> dict:
         """The judge's settings for a stage ("shadow" or "canary") as a dict.

@@ -28,7 +28,7 @@ SENTINEL = "__HOSTILE_VALUE__"
 DURATIONS = (
     "step_duration",
     "poll_interval",
-    "extend_by",
+    "max_stage_duration",
     "stability_window",
     "retry_delay",
     "task_timeout",
@@ -64,7 +64,8 @@ FIELDS = paths(BASE) + [
     ("task_timeout",),
     ("task_retries",),
     ("first_rollout",),
-    ("extend_by",),
+    ("max_stage_duration",),
+    ("after_max_stage_duration",),
     ("approval", "timeout"),
     ("shadow", "judge_latency"),
     ("staging", "require_signature_compatible"),

@@ -66,8 +66,9 @@ class TrafficBackend(ABC):
         """Block until every routed version of `model` is serving (default: no wait)."""
 
     @abstractmethod
-    def snapshot(self, model: str, since: float) -> dict[str, Any]:
-        """Per-(version, arm) statistics since a unix time (docs/architecture.md)."""
+    def snapshot(self, model: str, since: float, until: float | None = None) -> dict[str, Any]:
+        """Per-(version, arm) statistics since a unix time, to now or to `until`
+        (docs/architecture.md)."""
 
     @abstractmethod
     def invoke_staging(self, model: str, payload: dict[str, Any]) -> tuple[Any, float]:

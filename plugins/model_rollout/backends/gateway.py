@@ -122,8 +122,9 @@ class GatewayBackend(TrafficBackend):
             f"{model!r} not ready at gateway {self.url} after {timeout:.0f} s: {mine}"
         )
 
-    def snapshot(self, model: str, since: float) -> dict[str, Any]:
-        return self._request("GET", f"/admin/models/{model}/stats", params={"since": since}).json()
+    def snapshot(self, model: str, since: float, until: float | None = None) -> dict[str, Any]:
+        params = {"since": since} if until is None else {"since": since, "until": until}
+        return self._request("GET", f"/admin/models/{model}/stats", params=params).json()
 
     def invoke_staging(self, model: str, payload: dict[str, Any]) -> tuple[Any, float]:
         t0 = time.perf_counter()

@@ -125,18 +125,30 @@ async def staging_invocations(request: Request, gw: Gateway) -> Response:
 
 @guarded
 async def get_stats(request: Request, gw: Gateway) -> Response:
-    raw = request.query_params.get("since", "0")
-    try:
-        since = float(raw)
-    except ValueError:
-        since = math.nan
-    if not math.isfinite(since) or since < 0:
+    bounds = {}
+    for key in ("since", "until"):
+        raw = request.query_params.get(key, "0" if key == "since" else None)
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise GatewayError(
+                422,
+                f"'{key}' must be unix seconds (a number >= 0); got {raw!r}",
+                "INVALID_PARAMETER_VALUE",
+            )
+        bounds[key] = value
+    if "until" in bounds and bounds["until"] < bounds["since"]:
         raise GatewayError(
             422,
-            f"'since' must be unix seconds (a number >= 0); got {raw!r}",
+            f"'until' ({bounds['until']}) must not be before 'since' ({bounds['since']})",
             "INVALID_PARAMETER_VALUE",
         )
-    return json_response(200, await gw.snapshot(request.path_params["name"], since))
+    name = request.path_params["name"]
+    return json_response(200, await gw.snapshot(name, bounds["since"], bounds.get("until")))
 
 
 routes = [

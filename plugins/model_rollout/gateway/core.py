@@ -609,8 +609,9 @@ class Gateway:
         return 200, answer
 
     # -- reads --------------------------------------------------------------------------------
-    async def snapshot(self, model: str, since: float) -> dict:
-        """Counts from the first whole second at or after `since`.
+    async def snapshot(self, model: str, since: float, until: float | None = None) -> dict:
+        """Counts from the first whole second at or after `since`, to now or to the last whole
+        second before `until` (a finished stage, read once the next one began).
 
         Cells are per second; the one holding `since` also holds what was answered just before
         it, under the previous route. At 200 req/s that partial second made the first looks of
@@ -621,8 +622,10 @@ class Gateway:
         since = float(math.ceil(since))
         await asyncio.to_thread(self.store.flush_now)
         health = self.store.health()  # as of that flush: did the cells read below take it?
-        until = time.time()
-        arms, pairs = await asyncio.to_thread(self.store.read_stats, model, since, until)
+        now = time.time()
+        end = None if until is None else max(int(since), min(int(until), int(now)))
+        arms, pairs = await asyncio.to_thread(self.store.read_stats, model, since, now, end)
+        until = now if end is None else float(end)
         route = self.routes.get(model)
         route_doc = route.to_dict() if route else None
         return snapshot(model, since, until, route_doc, arms, pairs, health)

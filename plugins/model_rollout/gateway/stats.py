@@ -236,13 +236,17 @@ class Recorder:
         return taken, (arms, pairs)
 
 
-def window_ranges(since: int, now: int) -> list[tuple[int, int, int]]:
+def window_ranges(since: int, now: int, until: int | None = None) -> list[tuple[int, int, int]]:
     """(level, first start, end exclusive) triples whose cells exactly cover [since, now].
 
     Second cells up to the next whole minute, minute cells up to the next whole hour, hour
-    cells from there on (the current hour's cell is kept up to date by every flush).
+    cells from there on (the current hour's cell is kept up to date by every flush). With
+    `until` (whole seconds, <= now) the cells cover [since, until) exactly: a finished stage of
+    a rollout, read after the next stage began.
     """
     since = max(0, int(since))
+    if until is not None:
+        return _closed_ranges(since, int(until))
     m = -(-since // 60) * 60
     h = -(-since // 3600) * 3600
     far = max(now, since) + 7200
@@ -252,6 +256,26 @@ def window_ranges(since: int, now: int) -> list[tuple[int, int, int]]:
     if m < h:
         out.append((60, m, h))
     out.append((3600, h, far))
+    return out
+
+
+def _closed_ranges(a: int, b: int) -> list[tuple[int, int, int]]:
+    """Seconds up to a whole minute, minutes up to a whole hour, hours, then back down to b."""
+    out: list[tuple[int, int, int]] = []
+    cur = a
+    m = min(-(-cur // 60) * 60, b)
+    if cur < m:
+        out.append((1, cur, m))
+        cur = m
+    h = min(-(-cur // 3600) * 3600, b // 60 * 60)
+    if cur % 60 == 0 and cur < h:
+        out.append((60, cur, h))
+        cur = h
+    for level in (3600, 60, 1):
+        end = b // level * level
+        if cur % level == 0 and cur < end:
+            out.append((level, cur, end))
+            cur = end
     return out
 
 

@@ -580,9 +580,12 @@ class Store:
                 self._reconnect(db)
                 raise
 
-    def read_stats(self, model: str, since: float, now: float) -> tuple[list, list]:
-        """Cells covering [since, now] from every replica: (version, arm, cell), (s, p, cell)."""
-        ranges = window_ranges(int(since), int(now))
+    def read_stats(
+        self, model: str, since: float, now: float, until: int | None = None
+    ) -> tuple[list, list]:
+        """Cells covering [since, now] (or [since, until)) from every replica:
+        (version, arm, cell), (s, p, cell)."""
+        ranges = window_ranges(int(since), int(now), until)
         cond = " OR ".join("(level = ? AND start >= ? AND start < ?)" for _ in ranges)
         args: list = [model]
         for r in ranges:

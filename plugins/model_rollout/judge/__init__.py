@@ -21,6 +21,7 @@ from .config import (
 # parsing or a webhook must not pay for scipy just to validate a policy. Import these names
 # from the package (`from model_rollout.judge import evaluate`), not from their submodules.
 _LAZY = {
+    "Budget": ".evaluate",
     "evaluate": ".evaluate",
     "fixed_horizon_report": ".report",
     "report_markdown": ".report",
@@ -37,15 +38,19 @@ def __getattr__(name: str):
     if name in _LAZY:
         from importlib import import_module
 
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        # Importing `.evaluate` just bound the submodule to that name here: bind the function.
-        globals()[name] = value
-        return value
+        module = import_module(_LAZY[name], __name__)
+        # Importing `.evaluate` just bound the submodule to that name here: bind every name the
+        # submodule provides (the function `evaluate` included) over it.
+        for other, where in _LAZY.items():
+            if where == _LAZY[name]:
+                globals()[other] = getattr(module, other)
+        return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "DEGRADED",
+    "Budget",
     "HEALTHY",
     "INCONCLUSIVE",
     "ErrorsConfig",

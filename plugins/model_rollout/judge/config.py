@@ -27,13 +27,14 @@ class ErrorsConfig(BaseModel):
 
     enabled: bool = Field(True, description="Judge the error rate (requests answered 5xx).")
     max_relative_increase: float = Field(
-        0.0,
+        0.2,
         ge=0.0,
         le=10.0,
         description=(
-            "Tolerated relative increase of the error rate: 0.10 means a candidate with up to "
-            "1.1x the baseline's error rate is not a degradation. 0 by default: the absolute "
-            "floor below is the practical tolerance for error rates."
+            "Tolerated relative increase of the error rate: 0.2 means a candidate with up to "
+            "1.2x the baseline's error rate is not a degradation (unless the absolute floor below "
+            "is larger). Why 20%: at 1% errors a 10% tolerance takes hours of traffic to prove at "
+            "a few hundred requests a second; `model-rollout plan` shows what a tighter one costs."
         ),
     )
     min_absolute_increase: float = Field(
@@ -121,11 +122,13 @@ class KpiConfig(BaseModel):
         "higher_is_better", description="Which way the outcome improves."
     )
     margin: float = Field(
-        0.02,
+        0.05,
         ge=0.0,
         description=(
             "Non-inferiority margin: the candidate may be worse by this much (relative to the "
-            "baseline's mean, or in outcome units when margin_kind is 'absolute')."
+            "baseline's mean, or in outcome units when margin_kind is 'absolute'). 5% by default: "
+            "proving 2% on a 10% click-through rate takes ~300k outcomes per arm; "
+            "`model-rollout plan` shows what a tighter margin costs at your traffic."
         ),
     )
     margin_kind: Literal["relative", "absolute"] = Field(
@@ -279,11 +282,6 @@ class JudgeConfig(BaseModel):
         ):
             raise ValueError("judge config: at least one metric must be enabled")
         return self
-
-    def rollout_tests(self, shadow: bool) -> list[str]:
-        """The rollout's tests, "<phase>.<metric>": the rollout's alpha is split over these."""
-        phases = (["shadow"] if shadow else []) + ["canary"]
-        return [f"{p}.{m}" for p in phases for m in self.metrics_in_force(p)]
 
     def metrics_in_force(self, mode: Literal["canary", "shadow"]) -> list[str]:
         """Names of the metrics judged in `mode`; alpha is split across exactly these."""

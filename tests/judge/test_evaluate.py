@@ -25,7 +25,10 @@ def strict_json(verdict: Verdict) -> dict:
 
 
 def test_errors_doubled_is_degraded_with_evidence():
-    v = judge(canary_snapshot(arm("1", 190_000, 1_900), arm("2", 10_000, 200)))
+    v = judge(
+        canary_snapshot(arm("1", 190_000, 1_900), arm("2", 10_000, 200)),
+        errors={"max_relative_increase": 0.0},
+    )
     assert v.status == "degraded"
     errors = v.metrics["errors"]
     assert errors.status == "degraded"
@@ -238,11 +241,13 @@ def test_tolerated_error_ratio_by_hand():
     from model_rollout.judge.config import ErrorsConfig
     from model_rollout.judge.errors import tolerated_ratio
 
-    floor = ErrorsConfig()  # relative 0, floor 0.1 pp
+    assert float(tolerated_ratio(0.01, ErrorsConfig())) == pytest.approx(1.2)  # 20% relative
+    assert float(tolerated_ratio(0.002, ErrorsConfig())) == pytest.approx(1.5)  # 0.1 pp floor
+    floor = ErrorsConfig(max_relative_increase=0.0)  # the floor alone
     assert float(tolerated_ratio(0.01, floor)) == pytest.approx(1.1)
     assert float(tolerated_ratio(0.05, floor)) == pytest.approx(1.02)
     assert float(tolerated_ratio(0.0001, floor)) == pytest.approx(2.0)  # capped at a doubling
     both = ErrorsConfig(max_relative_increase=0.5)
     assert float(tolerated_ratio(0.01, both)) == pytest.approx(1.5)
-    none = ErrorsConfig(min_absolute_increase=0.0)
+    none = ErrorsConfig(min_absolute_increase=0.0, max_relative_increase=0.0)
     assert float(tolerated_ratio(0.0, none)) == pytest.approx(1.0)

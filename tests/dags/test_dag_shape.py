@@ -27,8 +27,20 @@ def test_default_policy_reads_like_the_flow():
     # a branching gate must never be a direct upstream of the failure detector (it would skip it)
     for gate in (t for t in dag.tasks if t.task_id.endswith(".gate")):
         assert "rollback.failure_detected" not in gate.downstream_task_ids
-    assert dag.get_task("step_50.gate").downstream_task_ids == {"cutover", "step_50.degraded"}
-    assert dag.get_task("shadow.gate").downstream_task_ids == {
+    # extend, then pause: an undecided stage ends in a human review (approve goes on)
+    assert dag.get_task("step_50.gate").downstream_task_ids == {
+        "step_50.proceed",
+        "step_50.review",
+        "step_50.degraded",
+    }
+    assert dag.get_task("step_50.proceed").downstream_task_ids == {"cutover"}
+    assert dag.get_task("shadow.proceed").downstream_task_ids == {"canary_5.set_traffic"}
+    rollback = build_rollout_dag(Policy(model="m", after_max_stage_duration="rollback"))
+    assert rollback.get_task("step_50.gate").downstream_task_ids == {
+        "cutover",
+        "step_50.degraded",
+    }
+    assert rollback.get_task("shadow.gate").downstream_task_ids == {
         "canary_5.set_traffic",
         "shadow.degraded",
     }
@@ -41,13 +53,30 @@ def test_default_policy_reads_like_the_flow():
     }
 
 
-def test_monitors_are_deferrable_with_the_policy_windows():
-    dag = build_rollout_dag(
-        Policy(model="m", step_duration=30, step_durations={25: 45}, shadow={"duration": 7})
+def test_monitors_are_deferrable_with_the_policy_windows_roles_and_evidence():
+    policy = Policy(
+        model="m",
+        step_duration=30,
+        step_durations={25: 45},
+        shadow={"duration": 7},
+        max_stage_duration=100,
     )
-    assert dag.get_task("shadow.monitor").window == 7
-    assert dag.get_task("canary_5.monitor").window == 30
-    assert dag.get_task("step_25.monitor").window == 45
+    dag = build_rollout_dag(policy)
+    shadow, first = dag.get_task("shadow.monitor"), dag.get_task("canary_5.monitor")
+    step25, step50 = dag.get_task("step_25.monitor"), dag.get_task("step_50.monitor")
+    assert (shadow.stage.window, first.stage.window, step25.stage.window) == (7, 30, 45)
+    assert {m.stage.max_duration for m in (shadow, first, step25, step50)} == {100}
+    # early steps guard, the last one proves; evidence carries over within the live phase
+    assert [m.stage.role for m in (shadow, first, step25, step50)] == [
+        "guard",
+        "guard",
+        "guard",
+        "proof",
+    ]
+    assert step50.earlier_traffic_task_ids == ["canary_5.set_traffic", "step_25.set_traffic"]
+    assert shadow.earlier_traffic_task_ids == [] == first.earlier_traffic_task_ids
+    # one alpha for the whole rollout: 3 shadow tests + 4 live tests
+    assert step50.alpha_metric == pytest.approx(0.05 / 7) == shadow.alpha_metric
     assert all(dag.get_task(t).deferrable for t in ("shadow.monitor", "canary_5.monitor"))
     # shadows run deprioritised: their latency is judged only when the policy asks
     assert not dag.get_task("shadow.monitor").judge_config["latency"]["enabled"]

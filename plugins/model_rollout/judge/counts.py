@@ -192,7 +192,7 @@ def proportion_interval(s: float, n: float, alpha: float, a: float, b: float) ->
 # supermartingale for the composite null, and so is any fixed mixture of them (Ville again).
 # Prior: equal parts half-normals of scale 0.1, 0.4 and 1.6 in u (ratios within ~10%, ~50% and
 # ~5x of r0), so both subtle and gross effects get weight.
-_GRID_U = np.geomspace(0.002, 8.0, 120)
+_GRID_U = np.geomspace(0.002, 8.0, 64)
 _SCALES = np.array([0.1, 0.4, 1.6])
 _density = np.mean(
     np.exp(-0.5 * (_GRID_U[:, None] / _SCALES) ** 2) / _SCALES * math.sqrt(2 / math.pi), axis=1
@@ -253,28 +253,37 @@ def restarting_log_evalue(cand, total, theta0, side: str, stages: int) -> float:
 
 def staged_ratio_interval(cand, total, rho, alpha: float) -> tuple[float, float]:
     """Anytime-valid interval for the rate ratio r over stages: the r0 that neither one-sided
-    staged e-value rejects at 1/alpha (each side alpha / 2). Bisection in log r0 (each side is
-    monotone in r0); 0 or inf where the data cannot bound a side. For the evidence shown to
-    humans, consistent with the verdicts' own e-processes."""
+    staged e-value rejects at 1/alpha (each side alpha / 2). Each side is monotone in r0, so
+    its edge is bracketed on a coarse grid of log r0 and the bracket refined twice (to ~0.1%);
+    0 or inf where the data cannot bound a side. For the evidence shown to humans, consistent
+    with the verdicts' own e-processes."""
     cand, total, rho = (np.asarray(x, dtype=float) for x in (cand, total, rho))
+    if cand.size == 0:
+        return 0.0, math.inf
     limit = math.log(2.0 / alpha)
+    c, n = cand[None, :, None], total[None, :, None]
 
-    def log_e(side: str, log_r0: float) -> float:
-        return staged_log_evalue(cand, total, null_share(rho, math.exp(log_r0)), side)
+    def rejected(side: str, log_r0: np.ndarray) -> np.ndarray:
+        u = _GRID_U if side == "above" else -_GRID_U
+        theta0 = null_share(rho[None, :], np.exp(log_r0)[:, None])[:, :, None]
+        return _log_mix((c * u - n * np.log1p(theta0 * np.expm1(u))).sum(axis=1)) >= limit
 
     def edge(side: str) -> float:
-        # "above" rejects small r0 (lower end), "below" rejects large r0 (upper end)
-        lo, hi = -30.0, 30.0
-        inside_at = hi if side == "above" else lo
-        if log_e(side, -inside_at) < limit:
-            return 0.0 if side == "above" else math.inf
-        for _ in range(32):
-            mid = 0.5 * (lo + hi)
-            rejected = log_e(side, mid) >= limit
-            if (side == "above") == rejected:
-                lo = mid
-            else:
-                hi = mid
-        return math.exp(0.5 * (lo + hi))
+        # "above" rejects the small r0 (its edge is the lower end), "below" the large ones
+        grid = np.linspace(-12.0, 12.0, 49)
+        for _ in range(3):
+            r = rejected(side, grid)
+            kept = np.nonzero(~r)[0]
+            if kept.size == 0:
+                return math.nan
+            k = kept[0] if side == "above" else kept[-1]
+            j = k - 1 if side == "above" else k + 1
+            if j < 0 or j >= grid.size:
+                return -math.inf if side == "above" else math.inf
+            grid = np.linspace(grid[min(j, k)], grid[max(j, k)], 17)
+        return float(grid.mean())
 
-    return edge("above"), edge("below")
+    lo, hi = edge("above"), edge("below")
+    if math.isnan(lo) or math.isnan(hi):  # one side rejects every r0: nothing fits
+        return math.nan, math.nan
+    return math.exp(lo), math.exp(hi)

@@ -24,6 +24,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
+from model_rollout.decisions.plan import plan_for
 from model_rollout.orchestration import tasks
 from model_rollout.orchestration.monitor import RolloutMonitorSensor
 from model_rollout.policy import Policy, PolicyError, dag_id_for, load_policy, policy_files
@@ -42,10 +43,6 @@ def _py(task_id: str, fn, policy: Policy, *, branch: bool = False, **kwargs) -> 
     return op(task_id=task_id, python_callable=functools.partial(fn, policy, **extra), **kwargs)
 
 
-def _stage_name(step: int, first: bool) -> str:
-    return f"canary_{step}" if first else f"step_{step}"
-
-
 def _approval(task_id: str, subject: str, body: str, timeout: float):
     """Airflow's human-in-the-loop approval; a rejection fails the task (and rolls back)."""
     from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -59,10 +56,6 @@ def _approval(task_id: str, subject: str, body: str, timeout: float):
         execution_timeout=None,
         retries=0,
     )
-
-
-def _entry_task_id(group: str) -> str:
-    return f"{group}.start" if group == "shadow" else f"{group}.set_traffic"
 
 
 def build_rollout_dag(policy: Policy) -> DAG:
@@ -98,13 +91,9 @@ def build_rollout_dag(policy: Policy) -> DAG:
         f'{policy.judge.alpha}. Trigger with conf `{{"version": "<n>"}}`.',
     ) as dag:
         # Stage plan first, so each gate knows the task id it branches to.
-        plan: list[tuple[str, str, float]] = []  # (group, mode, window)
-        if policy.shadow.enabled:
-            plan.append(("shadow", "shadow", policy.shadow.duration))
-        for i, step in enumerate(policy.canary_steps):
-            plan.append((_stage_name(step, i == 0), f"canary:{step}", policy.window_for(step)))
+        plan = plan_for(policy)
         final_id = "approval" if policy.approval.required else "cutover"
-        entry_ids = [_entry_task_id(g) for g, _, _ in plan] + [final_id]
+        entry_ids = [s.traffic_task_id for s in plan.stages] + [final_id]
 
         resolve = _py(tasks.RESOLVE, tasks.resolve, policy)
         with TaskGroup("staging"):
@@ -127,41 +116,47 @@ def build_rollout_dag(policy: Policy) -> DAG:
         block = _py("block_promotion", tasks.block_promotion, policy, retries=2)
         blocked >> block
 
-        pause = policy.on_inconclusive == "pause"
+        pause = policy.inconclusive_action == "pause"
         degraded_markers, exits = [], [staging_gate]
-        for (group, mode, window), next_id in zip(plan, entry_ids[1:], strict=True):
-            with TaskGroup(group):
+        for stage, next_id in zip(plan.stages, entry_ids[1:], strict=True):
+            with TaskGroup(stage.name):
                 join = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS  # after a gate or a review
-                if mode == "shadow":
+                if stage.mode == "shadow":
                     start = _py("start", tasks.start_shadow, policy, trigger_rule=join)
                 else:
-                    step = int(mode.split(":")[1])
                     start = _py(
-                        "set_traffic", tasks.set_step_traffic, policy, step=step, trigger_rule=join
+                        "set_traffic",
+                        tasks.set_step_traffic,
+                        policy,
+                        step=stage.step,
+                        trigger_rule=join,
                     )
                 monitor = RolloutMonitorSensor(
                     task_id="monitor",
                     model=policy.model,
-                    mode="shadow" if mode == "shadow" else "canary",
-                    window=window,
+                    stage=stage,
                     poll_interval=policy.poll_interval,
-                    on_inconclusive=policy.on_inconclusive,
-                    extend_by=policy.extend_by,
-                    judge_config=policy.judge_settings("shadow" if mode == "shadow" else "canary"),
+                    judge_config=policy.judge_settings(stage.mode),
+                    alpha_metric=plan.alpha_per_test,
+                    inconclusive_action=policy.inconclusive_action,
                     resolve_task_id=tasks.RESOLVE,
-                    traffic_task_id=start.task_id,
+                    traffic_task_id=stage.traffic_task_id,
+                    earlier_traffic_task_ids=[
+                        s.traffic_task_id for s in plan.earlier_in_phase(stage)
+                    ],
                     retries=0,
                     execution_timeout=None,
                 )
                 degraded = EmptyOperator(task_id="degraded")
                 review = proceed = None
-                if pause:  # inconclusive at window end: a human decides (reject rolls back)
+                if pause:  # undecided at the stage's end: a human decides (reject rolls back)
                     proceed = EmptyOperator(task_id="proceed")
                     review = _approval(
                         "review",
-                        f"{policy.model}: {group} inconclusive. Continue the rollout?",
-                        "The judge could not decide within the window. Approve to go on; "
-                        "reject to roll back.",
+                        f"{policy.model}: {stage.name} undecided. Continue the rollout?",
+                        "The judge could not show every metric within tolerance in time; the "
+                        "stage's gate decision says how much more traffic it would take. "
+                        "Approve to go on; reject to roll back.",
                         policy.approval.timeout,
                     )
                 gate = _py(
@@ -170,9 +165,7 @@ def build_rollout_dag(policy: Policy) -> DAG:
                     policy,
                     branch=True,
                     trigger_rule=TriggerRule.NONE_SKIPPED,
-                    stage=group,
-                    monitor_task=monitor.task_id,
-                    traffic_task=start.task_id,
+                    stage=stage.name,
                     next_task=proceed.task_id if proceed else next_id,
                     review_task=review.task_id if review else None,
                     degraded_task=degraded.task_id,

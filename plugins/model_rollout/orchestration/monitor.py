@@ -1,9 +1,10 @@
 """The deferrable monitor: asks the judge every few seconds, ends the moment it says degraded.
 
-Why a trigger: a window can last hours; waiting in the triggerer holds no worker slot. The
-decision is a pure function of (verdict, now, window start) so that a restarted triggerer,
-a retried sensor or the non-deferrable poke path all reach the same answer: nothing is kept
-in memory that a restart could lose, and no traffic change is made here at all.
+Why a trigger: a window can last hours; waiting in the triggerer holds no worker slot. What a
+look decides is `decisions.monitor.StageMonitor`'s business (the same code the simulator and
+the planner run); this module only fetches the statistics and hands them over. Nothing is kept
+that a restart must not lose: every count is read from the stage's start (and the earlier
+stages of the phase from their recorded time ranges), and no traffic change is made here.
 """
 
 from __future__ import annotations
@@ -11,78 +12,71 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from model_rollout.decisions.plan import Stage
 from model_rollout.orchestration.hooks import GATEWAY_CONN_ID, GatewayHook
 
 MAX_CONSECUTIVE_FETCH_ERRORS = 5
 
 
-def window_deadline(since: float, window: float, on_inconclusive: str, extend_by: float) -> float:
-    """Latest time the monitor may run: the window, plus one extension when the policy says so."""
-    if on_inconclusive == "extend":
-        return since + window + (extend_by or window)
-    return since + window
-
-
-def decide(
-    verdict: dict[str, Any],
+def stage_monitor(
+    stage: dict | Stage,
     *,
-    now: float,
+    baseline: str,
+    candidate: str,
     since: float,
-    window: float,
-    on_inconclusive: str,
-    extend_by: float,
-) -> str | None:
-    """`None` to keep waiting, else the outcome: degraded, invalid, healthy or inconclusive.
+    judge_config: dict,
+    alpha_metric: float,
+    inconclusive_action: str,
+):
+    """A `StageMonitor` from the JSON-able arguments a trigger or task carries."""
+    from model_rollout.decisions.monitor import StageMonitor
 
-    Degraded and invalid (sample ratio mismatch) end the window at once; healthy only counts
-    once the window has passed; inconclusive at the end of the window is extended once when
-    the policy says `extend`.
-    """
-    status = verdict.get("status")
-    if status == "degraded":
-        return "degraded"
-    if verdict.get("invalid"):
-        return "invalid"
-    if now < since + window:
-        return None
-    if status == "healthy":
-        return "healthy"
-    if now < window_deadline(since, window, on_inconclusive, extend_by):
-        return None
-    return "inconclusive"
+    return StageMonitor(
+        stage if isinstance(stage, Stage) else Stage(**stage),
+        baseline=baseline,
+        candidate=candidate,
+        since=since,
+        judge_config=judge_config,
+        alpha_metric=alpha_metric,
+        inconclusive_action=inconclusive_action,  # type: ignore[arg-type]
+    )
 
 
-def judge_snapshot(
-    snapshot: dict[str, Any], *, baseline: str, candidate: str, mode: str, judge_config: dict
-) -> dict[str, Any]:
-    """Run the judge on one snapshot; its verdict as JSON."""
-    from model_rollout.judge import JudgeConfig, evaluate
+def with_weights(snapshot: dict[str, Any], weights: dict[str, Any] | None) -> dict[str, Any]:
+    """A finished stage's snapshot carries today's route; judge it with the stage's own weights."""
+    if weights:
+        return {**snapshot, "weights": dict(weights)}
+    return snapshot
 
-    config = JudgeConfig.model_validate(judge_config)
-    return evaluate(
-        snapshot, baseline=baseline, candidate=candidate, mode=mode, config=config
-    ).to_json()
+
+def earlier_snapshots(backend, model: str, windows: list[dict]) -> list[dict[str, Any]]:
+    """Snapshots of the phase's finished stages, each over its own [since, until)."""
+    return [
+        with_weights(backend.snapshot(model, w["since"], w["until"]), w.get("weights"))
+        for w in windows
+    ]
 
 
 class JudgeTrigger(BaseTrigger):
-    """Polls the gateway's statistics and the judge until the monitor's outcome is known.
+    """Polls the gateway's statistics and the stage's monitor until the outcome is known.
 
     :param model: registered model name.
     :param baseline: incumbent version.
     :param candidate: candidate version.
-    :param mode: "canary" (both arms live) or "shadow" (candidate mirrored).
-    :param since: unix time the window's traffic split was applied.
-    :param window: window length in seconds.
-    :param poll_interval: seconds between judge evaluations.
-    :param on_inconclusive: the policy's choice at window end (extend, pause, rollback).
-    :param extend_by: extension length in seconds (0: one more window).
-    :param judge_config: `JudgeConfig` as a dict.
+    :param stage: the stage (`decisions.plan.Stage` as a dict: window, role, max duration...).
+    :param since: unix time the stage's traffic was applied.
+    :param earlier: the phase's finished stages, oldest first: `{"since", "until", "weights"}`.
+    :param poll_interval: seconds between looks.
+    :param judge_config: the policy's `JudgeConfig` for the stage's mode, as a dict.
+    :param alpha_metric: alpha of each of the rollout's tests.
+    :param inconclusive_action: "pause" or "rollback" (what an undecided stage finally does).
     :param gateway_conn_id: connection of the gateway (the token is read here, never stored).
     """
 
@@ -92,26 +86,26 @@ class JudgeTrigger(BaseTrigger):
         model: str,
         baseline: str,
         candidate: str,
-        mode: str,
+        stage: dict,
         since: float,
-        window: float,
+        earlier: list[dict],
         poll_interval: float,
-        on_inconclusive: str,
-        extend_by: float,
         judge_config: dict,
+        alpha_metric: float,
+        inconclusive_action: str,
         gateway_conn_id: str = GATEWAY_CONN_ID,
     ):
         super().__init__()
         self.model = model
         self.baseline = baseline
         self.candidate = candidate
-        self.mode = mode
+        self.stage = stage
         self.since = since
-        self.window = window
+        self.earlier = earlier
         self.poll_interval = poll_interval
-        self.on_inconclusive = on_inconclusive
-        self.extend_by = extend_by
         self.judge_config = judge_config
+        self.alpha_metric = alpha_metric
+        self.inconclusive_action = inconclusive_action
         self.gateway_conn_id = gateway_conn_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -121,13 +115,13 @@ class JudgeTrigger(BaseTrigger):
                 "model": self.model,
                 "baseline": self.baseline,
                 "candidate": self.candidate,
-                "mode": self.mode,
+                "stage": self.stage,
                 "since": self.since,
-                "window": self.window,
+                "earlier": self.earlier,
                 "poll_interval": self.poll_interval,
-                "on_inconclusive": self.on_inconclusive,
-                "extend_by": self.extend_by,
                 "judge_config": self.judge_config,
+                "alpha_metric": self.alpha_metric,
+                "inconclusive_action": self.inconclusive_action,
                 "gateway_conn_id": self.gateway_conn_id,
             },
         )
@@ -140,16 +134,32 @@ class JudgeTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         import httpx
 
+        monitor = stage_monitor(
+            self.stage,
+            baseline=self.baseline,
+            candidate=self.candidate,
+            since=self.since,
+            judge_config=self.judge_config,
+            alpha_metric=self.alpha_metric,
+            inconclusive_action=self.inconclusive_action,
+        )
         ep = await self._endpoint()
         headers = {"Authorization": f"Bearer {ep.token}"} if ep.token else {}
+        url = f"/admin/models/{self.model}/stats"
         errors = 0
-        looks = 0
+        earlier: list[dict] | None = None
         async with httpx.AsyncClient(base_url=ep.url, headers=headers, timeout=15.0) as client:
             while True:
                 try:
-                    r = await client.get(
-                        f"/admin/models/{self.model}/stats", params={"since": self.since}
-                    )
+                    if earlier is None:  # finished stages: read once, they do not change
+                        fetched = []
+                        for w in self.earlier:
+                            params = {"since": w["since"], "until": w["until"]}
+                            r = await client.get(url, params=params)
+                            r.raise_for_status()
+                            fetched.append(with_weights(r.json(), w.get("weights")))
+                        earlier = fetched
+                    r = await client.get(url, params={"since": self.since})
                     r.raise_for_status()
                     snapshot = r.json()
                     errors = 0
@@ -167,43 +177,31 @@ class JudgeTrigger(BaseTrigger):
                         return
                     await asyncio.sleep(self.poll_interval)
                     continue
-                verdict = judge_snapshot(
-                    snapshot,
-                    baseline=self.baseline,
-                    candidate=self.candidate,
-                    mode=self.mode,
-                    judge_config=self.judge_config,
-                )
-                looks += 1
-                outcome = decide(
-                    verdict,
-                    now=time.time(),
-                    since=self.since,
-                    window=self.window,
-                    on_inconclusive=self.on_inconclusive,
-                    extend_by=self.extend_by,
-                )
+                outcome = monitor.look(snapshot, earlier, now=time.time())
                 if outcome is not None:
-                    yield TriggerEvent({"outcome": outcome, "looks": looks, "verdict": verdict})
+                    yield TriggerEvent(outcome)
                     return
                 await asyncio.sleep(self.poll_interval)
 
 
 class RolloutMonitorSensor(BaseSensorOperator):
-    """Waits out one stage's window while the judge watches the traffic.
+    """Waits out one stage while the judge watches the traffic.
 
-    Returns (XCom) `{"outcome", "verdict", "looks"}`; the stage's gate branches on it. With
-    `deferrable=True` (default) it waits in the triggerer; otherwise it pokes in reschedule mode.
+    Returns (XCom) the stage's outcome (`decisions.monitor.StageMonitor.look`): `outcome`,
+    `reason`, `verdict`, `looks`, `needed_seconds`...; the stage's gate branches on it. With
+    `deferrable=True` (default) it waits in the triggerer, keeping the stage's evidence between
+    looks; otherwise it pokes in reschedule mode, judging the data afresh at each poke.
 
     :param model: registered model name.
-    :param mode: "canary" or "shadow".
-    :param window: window length in seconds.
+    :param stage: the stage (`decisions.plan.Stage`).
     :param poll_interval: seconds between looks.
-    :param on_inconclusive: the policy's choice at window end.
-    :param extend_by: extension length in seconds.
-    :param judge_config: the policy's `JudgeConfig` as a dict.
+    :param judge_config: the policy's `JudgeConfig` for the stage's mode, as a dict.
+    :param alpha_metric: alpha of each of the rollout's tests (`RolloutPlan.alpha_per_test`).
+    :param inconclusive_action: "pause" or "rollback".
     :param resolve_task_id: task whose XCom holds candidate/incumbent.
-    :param traffic_task_id: task whose XCom holds `applied_at`, the window's start.
+    :param traffic_task_id: task whose XCom holds `applied_at`, the stage's start.
+    :param earlier_traffic_task_ids: traffic tasks of the phase's earlier stages, oldest first
+        (their `applied_at` and `weights` delimit the evidence carried over).
     :param gateway_conn_id: the gateway connection.
     :param deferrable: wait in the triggerer (True) or poke (False).
     """
@@ -214,69 +212,87 @@ class RolloutMonitorSensor(BaseSensorOperator):
         self,
         *,
         model: str,
-        mode: str,
-        window: float,
+        stage: Stage,
         poll_interval: float,
-        on_inconclusive: str,
-        extend_by: float,
         judge_config: dict,
+        alpha_metric: float,
+        inconclusive_action: str,
         resolve_task_id: str,
         traffic_task_id: str,
+        earlier_traffic_task_ids: list[str] | tuple[str, ...] = (),
         gateway_conn_id: str = GATEWAY_CONN_ID,
         deferrable: bool = True,
         **kwargs,
     ):
-        deadline = window_deadline(0.0, window, on_inconclusive, extend_by)
-        kwargs.setdefault("timeout", deadline + max(300.0, 0.5 * deadline))
+        kwargs.setdefault("timeout", stage.max_duration + max(300.0, 0.5 * stage.max_duration))
         kwargs.setdefault("poke_interval", poll_interval)
         if not deferrable:
             kwargs.setdefault("mode", "reschedule")
         super().__init__(**kwargs)
         self.model = model
-        self.monitor_mode = mode
-        self.window = window
+        self.stage = stage
         self.poll_interval = poll_interval
-        self.on_inconclusive = on_inconclusive
-        self.extend_by = extend_by
         self.judge_config = judge_config
+        self.alpha_metric = alpha_metric
+        self.inconclusive_action = inconclusive_action
         self.resolve_task_id = resolve_task_id
         self.traffic_task_id = traffic_task_id
+        self.earlier_traffic_task_ids = list(earlier_traffic_task_ids)
         self.gateway_conn_id = gateway_conn_id
         self.deferrable = deferrable
 
-    def _arms(self, context) -> tuple[str, str, float]:
+    def _arms(self, context) -> tuple[str, str, float, list[dict]]:
         ti = context["ti"]
         resolved = ti.xcom_pull(task_ids=self.resolve_task_id) or {}
-        applied = ti.xcom_pull(task_ids=self.traffic_task_id) or {}
         if not resolved.get("candidate") or not resolved.get("incumbent"):
             raise ValueError(
                 f"{self.resolve_task_id} did not name a candidate and an incumbent: {resolved}"
             )
-        if "applied_at" not in applied:
-            raise ValueError(
-                f"{self.traffic_task_id} did not record when traffic was applied: {applied}"
-            )
-        return resolved["incumbent"], resolved["candidate"], float(applied["applied_at"])
+        applied = []
+        for tid in [*self.earlier_traffic_task_ids, self.traffic_task_id]:
+            x = ti.xcom_pull(task_ids=tid) or {}
+            if "applied_at" not in x:
+                raise ValueError(f"{tid} did not record when traffic was applied: {x}")
+            applied.append(x)
+        windows = [
+            {"since": a["applied_at"], "until": b["applied_at"], "weights": a.get("weights")}
+            for a, b in zip(applied, applied[1:], strict=False)
+        ]
+        return (
+            resolved["incumbent"],
+            resolved["candidate"],
+            float(applied[-1]["applied_at"]),
+            windows,
+        )
+
+    def _monitor(self, baseline: str, candidate: str, since: float):
+        return stage_monitor(
+            self.stage,
+            baseline=baseline,
+            candidate=candidate,
+            since=since,
+            judge_config=self.judge_config,
+            alpha_metric=self.alpha_metric,
+            inconclusive_action=self.inconclusive_action,
+        )
 
     def execute(self, context):
         if not self.deferrable:
             return super().execute(context)
-        baseline, candidate, since = self._arms(context)
-        remaining = (
-            window_deadline(since, self.window, self.on_inconclusive, self.extend_by) - time.time()
-        )
+        baseline, candidate, since, windows = self._arms(context)
+        remaining = since + self.stage.max_duration - time.time()
         self.defer(
             trigger=JudgeTrigger(
                 model=self.model,
                 baseline=baseline,
                 candidate=candidate,
-                mode=self.monitor_mode,
+                stage=asdict(self.stage),
                 since=since,
-                window=self.window,
+                earlier=windows,
                 poll_interval=self.poll_interval,
-                on_inconclusive=self.on_inconclusive,
-                extend_by=self.extend_by,
                 judge_config=self.judge_config,
+                alpha_metric=self.alpha_metric,
+                inconclusive_action=self.inconclusive_action,
                 gateway_conn_id=self.gateway_conn_id,
             ),
             method_name="execute_complete",
@@ -291,30 +307,19 @@ class RolloutMonitorSensor(BaseSensorOperator):
             self.task_id,
             event.get("outcome"),
             event.get("looks"),
-            (event.get("verdict") or {}).get("reason"),
+            event.get("reason"),
         )
         return event
 
     def poke(self, context) -> PokeReturnValue:
-        baseline, candidate, since = self._arms(context)
+        baseline, candidate, since, windows = self._arms(context)
         backend = GatewayHook(self.gateway_conn_id).get_conn()
-        verdict = judge_snapshot(
+        monitor = self._monitor(baseline, candidate, since)
+        outcome = monitor.look(
             backend.snapshot(self.model, since),
-            baseline=baseline,
-            candidate=candidate,
-            mode=self.monitor_mode,
-            judge_config=self.judge_config,
-        )
-        outcome = decide(
-            verdict,
+            earlier_snapshots(backend, self.model, windows),
             now=time.time(),
-            since=since,
-            window=self.window,
-            on_inconclusive=self.on_inconclusive,
-            extend_by=self.extend_by,
         )
         if outcome is None:
             return PokeReturnValue(is_done=False)
-        return PokeReturnValue(
-            is_done=True, xcom_value={"outcome": outcome, "verdict": verdict, "looks": None}
-        )
+        return PokeReturnValue(is_done=True, xcom_value=outcome)

@@ -295,24 +295,27 @@ def monitor_gate(
     policy: Policy,
     *,
     stage: str,
-    monitor_task: str,
-    traffic_task: str,
     next_task: str,
     degraded_task: str,
     review_task: str | None = None,
     **context,
 ) -> str:
-    """Branch on the monitor's outcome; a failed or timed-out monitor counts as degraded.
+    """Branch on the monitor's outcome (`decisions.monitor.next_move` says where it leads).
 
-    Healthy goes on; inconclusive goes to a human review when the policy says `pause`, else
-    rolls back (an `extend` policy has already had its extension inside the monitor).
+    Healthy (proof) and passed (guard) go on; inconclusive goes to a human review when the
+    policy says so (the reason says how much more traffic it would take), else rolls back; a
+    degraded or invalid outcome, and a failed or timed-out monitor, roll back.
     """
+    from model_rollout.decisions.monitor import NEXT, REVIEW, next_move
+    from model_rollout.decisions.plan import plan_for
+
+    st = plan_for(policy).stage(stage)
     ti = context["ti"]
-    event = ti.xcom_pull(task_ids=monitor_task)
+    event = ti.xcom_pull(task_ids=st.monitor_task_id)
     if not event:
-        why = _failure_of(ti, [traffic_task]) or f"{monitor_task} failed or timed out"
+        why = _failure_of(ti, [st.traffic_task_id]) or f"{st.monitor_task_id} failed or timed out"
         decision = {"stage": stage, "outcome": "failed", "reason": why}
-        verdict = _judge_once(policy, stage, traffic_task, context)
+        verdict = _judge_once(policy, st, context)
         if verdict and verdict.get("status") == "degraded":  # the evidence says more
             decision = {
                 "stage": stage,
@@ -320,51 +323,64 @@ def monitor_gate(
                 "verdict": verdict,
                 "reason": f"{verdict.get('reason')} (judged at the gate: {why})",
             }
-        target = degraded_task
-    else:
-        verdict = event.get("verdict") or {}
-        outcome = event.get("outcome")
-        decision = {
-            "stage": stage,
-            "outcome": outcome,
-            "reason": verdict.get("reason") or outcome,
-            "looks": event.get("looks"),
-            "verdict": verdict,
-        }
-        if outcome == "healthy":
-            target = next_task
-        elif outcome == "inconclusive" and review_task:
-            target = review_task
-        else:
-            target = degraded_task
+        ti.xcom_push("decision", decision)
+        return degraded_task
+    outcome = event.get("outcome")
+    verdict = event.get("verdict") or {}
+    decision = {
+        "stage": stage,
+        "outcome": outcome,
+        "reason": event.get("reason") or verdict.get("reason") or outcome,
+        "looks": event.get("looks"),
+        "needed_seconds": event.get("needed_seconds"),
+        "verdict": verdict,
+    }
     ti.xcom_push("decision", decision)
-    return target
+    move = next_move(outcome, policy.inconclusive_action)
+    if move == NEXT:
+        return next_task
+    if move == REVIEW and review_task:
+        return review_task
+    return degraded_task
 
 
-def _judge_once(policy: Policy, stage: str, traffic_task: str, context) -> dict[str, Any] | None:
+def _judge_once(policy: Policy, stage, context) -> dict[str, Any] | None:
     """The judge's verdict on the stage's traffic so far, or None when it cannot be had.
 
     Used when the monitor left no outcome (e.g. a trigger that fired within seconds of
     deferring can be marked failed by Airflow 3.3.2): rolling back stays the answer either
     way, but the reason should be the evidence when there is some.
     """
-    from model_rollout.orchestration.monitor import judge_snapshot
+    from model_rollout.decisions.plan import plan_for
+    from model_rollout.orchestration.monitor import earlier_snapshots, stage_monitor
 
     ti = context["ti"]
-    applied = ti.xcom_pull(task_ids=traffic_task) or {}
+    plan = plan_for(policy)
+    tids = [s.traffic_task_id for s in plan.earlier_in_phase(stage)] + [stage.traffic_task_id]
+    applied = [ti.xcom_pull(task_ids=t) or {} for t in tids]
     r = _resolved(context)
-    if "applied_at" not in applied or not r.get("incumbent") or not r.get("candidate"):
+    if any("applied_at" not in a for a in applied) or not r.get("incumbent"):
         return None
+    windows = [
+        {"since": a["applied_at"], "until": b["applied_at"], "weights": a.get("weights")}
+        for a, b in zip(applied, applied[1:], strict=False)
+    ]
+    since = float(applied[-1]["applied_at"])
     try:
-        snapshot = _backend().snapshot(policy.model, float(applied["applied_at"]))
-        mode = "shadow" if stage == "shadow" else "canary"
-        return judge_snapshot(
-            snapshot,
+        backend = _backend()
+        monitor = stage_monitor(
+            stage,
             baseline=r["incumbent"],
             candidate=r["candidate"],
-            mode=mode,
-            judge_config=policy.judge_settings(mode),
+            since=since,
+            judge_config=policy.judge_settings(stage.mode),
+            alpha_metric=plan.alpha_per_test,
+            inconclusive_action=policy.inconclusive_action,
         )
+        verdict = monitor.judge(
+            backend.snapshot(policy.model, since), earlier_snapshots(backend, policy.model, windows)
+        )
+        return verdict.to_json()
     except Exception:  # the gate must decide even when the gateway cannot answer
         return None
 

@@ -175,6 +175,202 @@ def validate_policies(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+# --- plan / simulate ---------------------------------------------------------------------
+_TRAFFIC_FLAGS = ("rate", "error_rate", "latency_ms", "latency_sigma", "feedback_share", "kpi_mean")
+
+
+def _policy(args: argparse.Namespace):
+    from model_rollout.policy import load_policy_for
+
+    return load_policy_for(args.model, args.policies)
+
+
+def _traffic(args: argparse.Namespace, policy):
+    """Traffic from the flags, else what the gateway observed (--observed), else the policy's
+    expected_traffic; a ValueError says what is missing."""
+    from dataclasses import fields, replace
+
+    from model_rollout.decisions.traffic import Traffic, observed_traffic
+
+    if args.observed:
+        import time
+
+        from model_rollout.orchestration.hooks import GatewayHook
+
+        backend = GatewayHook().get_conn()
+        base = observed_traffic(
+            backend.snapshot(policy.model, time.time() - args.observed), args.observed
+        )
+    elif policy.expected_traffic is not None:
+        base = Traffic(**policy.expected_traffic.model_dump())
+    elif args.rate is None:
+        raise ValueError(
+            f"no traffic to plan for: give --rate (requests per second), --observed SECONDS, "
+            f"or expected_traffic in {policy.model}'s policy"
+        )
+    else:
+        base = Traffic(rate=args.rate)
+    known = {f.name for f in fields(Traffic)}
+    given = {k: getattr(args, k) for k in _TRAFFIC_FLAGS if getattr(args, k) is not None}
+    return replace(base, **{k: v for k, v in given.items() if k in known})
+
+
+def _print_json(doc) -> None:
+    import json
+
+    print(json.dumps(doc, indent=2, allow_nan=False, default=str))
+
+
+def plan(args: argparse.Namespace) -> int:
+    """What each stage needs at the traffic, the expected time, warnings, a recommendation."""
+    from model_rollout.decisions.planner import plan_rollout
+    from model_rollout.policy import PolicyError
+
+    try:
+        policy = _policy(args)
+        traffic = _traffic(args, policy)
+    except (PolicyError, ValueError) as e:
+        _err(str(e))
+        return 2
+    except Exception as e:  # the gateway for --observed
+        _err(f"reading the observed traffic failed: {e}")
+        return 1
+    report = plan_rollout(policy, traffic)
+    if args.json:
+        _print_json(report.to_json())
+        return 0
+    t = traffic
+    print(
+        f"{policy.model}: {t.rate:g} req/s, {t.error_rate:.3%} errors, median "
+        f"{t.latency_ms:g} ms, feedback on {t.feedback_share:.0%}"
+        + (f" (KPI mean {t.kpi_mean:g})" if t.feedback_share else "")
+    )
+    print(
+        f"alpha {policy.judge.alpha:g} over the whole rollout: {len(report.tests)} tests at "
+        f"{report.alpha_per_test:.4f} each"
+    )
+    print(f"{'stage':<12} {'role':<6} {'window':>7} {'max':>7} {'cand. req.':>11}  decides")
+    for row in report.stages:
+        decides = "never" if row.decides_minutes is None else f"{row.decides_minutes:.1f} min"
+        print(
+            f"{row.stage:<12} {row.role:<6} {row.window_minutes:>5.0f} m {row.max_minutes:>5.0f} m "
+            f"{row.candidate_requests:>11,.0f}  {decides}: {row.note}"
+        )
+    expected = report.expected_minutes
+    print(
+        "expected time to a decision for a good candidate: "
+        + ("no decision" if expected is None else f"{expected:.0f} min")
+        + f" (windows: {report.windows_minutes:.0f} min)"
+    )
+    for w in report.warnings:
+        print(f"warning: {w}")
+    return 0
+
+
+def simulate(args: argparse.Namespace) -> int:
+    """Whole rollouts through the real decision code; shares of each end, time to decide."""
+    from model_rollout.decisions.simulate import print_progress, simulate, summarise
+    from model_rollout.decisions.traffic import parse_effects
+    from model_rollout.policy import PolicyError
+
+    try:
+        policy = _policy(args)
+        traffic = _traffic(args, policy)
+        effect = parse_effects(args.effect or [])
+    except (PolicyError, ValueError) as e:
+        _err(str(e))
+        return 2
+    except Exception as e:
+        _err(f"reading the observed traffic failed: {e}")
+        return 1
+    if args.runs < 1 or args.runs > 1_000_000:
+        _err(f"--runs must be between 1 and 1000000, got {args.runs}")
+        return 2
+    progress = None if args.quiet else print_progress
+    results = simulate(
+        policy, traffic, effect, runs=args.runs, seed=args.seed, jobs=args.jobs, progress=progress
+    )
+    summary = summarise(results)
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json(
+            {
+                "model": policy.model,
+                "traffic": asdict(traffic),
+                "effect": effect.describe(),
+                "seed": args.seed,
+                **summary.to_json(),
+            }
+        )
+        return 0
+    print(
+        f"{policy.model}: {args.runs} rollouts of a candidate with {effect.describe()} at {traffic.rate:g} req/s"
+    )
+    for key in ("promoted", "rolled_back", "paused"):
+        lo, hi = summary.intervals[key]
+        print(f"  {key:<12} {getattr(summary, key):7.2%}  [95% CI {lo:.2%}, {hi:.2%}]")
+    print(
+        f"  time to a decision: median {summary.median_decision_minutes:.1f} min, "
+        f"p90 {summary.p90_decision_minutes:.1f} min"
+    )
+    for where, n in sorted(summary.stages.items(), key=lambda kv: -kv[1]):
+        print(f"  {n} x {where}: {summary.example_reasons[where]}")
+    return 0
+
+
+def _add_traffic_flags(p) -> None:
+    p.add_argument("model", help="registered model name (its policy is read)")
+    p.add_argument("--policies", help="policy folder (default: MODEL_ROLLOUT_POLICIES)")
+    p.add_argument("--rate", type=float, help="requests per second")
+    p.add_argument("--error-rate", type=float, help="the incumbent's error rate (0.001 = 0.1%%)")
+    p.add_argument("--latency-ms", type=float, help="the incumbent's median latency")
+    p.add_argument("--latency-sigma", type=float, help="spread of log latency (default 0.5)")
+    p.add_argument("--feedback-share", type=float, help="share of requests with an outcome")
+    p.add_argument("--kpi-mean", type=float, help="mean outcome, e.g. a CTR of 0.1")
+    p.add_argument(
+        "--observed",
+        type=float,
+        metavar="SECONDS",
+        help="take the traffic the gateway saw in the last SECONDS (flags still override)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="what each stage needs at a traffic, and the expected time to a decision",
+        description="For the model's policy and a request rate (given, observed, or the "
+        "policy's expected_traffic): each stage's expected traffic, when the proof step would "
+        "show a good candidate within tolerance, warnings where a window is too short, and "
+        "the window that lets ~95%% of good candidates decide in time.",
+    )
+    _add_traffic_flags(p)
+
+
+def _add_simulate(sub) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="simulate whole rollouts through the real decision code",
+        description="Simulate RUNS rollouts of a candidate (identical to the incumbent unless "
+        "--effect says otherwise) through the monitor and gate code the DAG runs; print the "
+        "shares promoted / rolled back / paused with Wilson intervals and the time to decide.",
+    )
+    _add_traffic_flags(p)
+    p.add_argument(
+        "--effect",
+        action="append",
+        metavar="EFFECT",
+        help="errors=2x, crash=8%%, latency=+20%%, tail=+200ms@3%%, kpi=-15%%, flips=5%% "
+        "(repeatable)",
+    )
+    p.add_argument("--runs", type=int, default=200, help="rollouts (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default %(default)s)")
+    p.add_argument("--jobs", type=int, help="processes (default: the machine's cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
 # --- wiring ------------------------------------------------------------------------------
 def _add_register_webhook(sub) -> None:
     p = sub.add_parser(
@@ -228,12 +424,15 @@ def _add_validate_policies(sub) -> None:
 SUBCOMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
     "register-webhook": (_add_register_webhook, register_webhook),
     "validate-policies": (_add_validate_policies, validate_policies),
+    "plan": (_add_plan, plan),
+    "simulate": (_add_simulate, simulate),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="model-rollout", description="Operate model_rollout: webhooks, policies."
+        prog="model-rollout",
+        description="Operate model_rollout: webhooks, policies, plans and simulations.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add, _run in SUBCOMMANDS.values():

@@ -147,6 +147,25 @@ class Shadow(_Strict):
     )
 
 
+class ExpectedTraffic(_Strict):
+    """The traffic the policy is planned for: the defaults of `model-rollout plan` / `simulate`
+    (and what `validate-policies` checks the windows against). Not used by a running rollout,
+    which judges the traffic it sees."""
+
+    rate: float = Field(..., gt=0, le=1e7, description="Requests per second of the model.")
+    error_rate: float = Field(0.001, ge=0, lt=1, description="The incumbent's error rate.")
+    latency_ms: float = Field(50.0, gt=0, le=1e6, description="The incumbent's median latency.")
+    latency_sigma: float = Field(
+        0.5, gt=0, le=5, description="Spread of log latency (0.5: p90 about 1.9x the median)."
+    )
+    feedback_share: float = Field(
+        0.0, ge=0, le=1, description="Share of answered requests that get a business outcome."
+    )
+    kpi_mean: float = Field(
+        0.1, ge=0, le=1, description="Mean outcome (e.g. a click-through rate of 0.1)."
+    )
+
+
 class Approval(_Strict):
     """Optional human approval (Airflow human-in-the-loop) before the cutover."""
 
@@ -208,6 +227,9 @@ class Policy(_Strict):
         3600.0, gt=0, description="Execution timeout of each non-waiting task."
     )
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    expected_traffic: ExpectedTraffic | None = Field(
+        None, description="The traffic the policy is planned for (plan / simulate defaults)."
+    )
 
     @field_validator("model")
     @classmethod

@@ -6,9 +6,10 @@ the proof step would have shown every metric within tolerance. That is the media
 good candidate; noise makes some take longer. The evidence grows about linearly with traffic
 while its noise grows with its square root, so ~95% of good candidates decide by the time the
 expected evidence is SAFETY = 2.3 times what the median needs (normal approximation of a
-one-sided 5% shortfall at the usual e-value thresholds); the recommended window gives that. It
-is the proof step's window that is recommended: at the largest share, a minute of it brings
-more evidence than a minute of any earlier step. `model-rollout simulate` checks it with draws.
+one-sided 5% shortfall at the usual e-value thresholds). The recommendation is for the proof
+step (at the largest share a minute of it brings more evidence than a minute of any earlier
+step): a window of the median's time, and a max duration of the 95% time, which the extension
+uses only when the evidence is late. `model-rollout simulate` checks it with draws.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class PlanReport:
     stages: list[StageRow]
     expected_minutes: float | None  # to a promotion of a good candidate (median)
     windows_minutes: float
-    recommended_proof_minutes: float | None
+    recommended_proof_window_minutes: float | None
+    recommended_max_stage_minutes: float | None
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -163,7 +165,10 @@ def plan_rollout(policy: Policy, traffic: Traffic) -> PlanReport:
     windows = sum(s.window for s in plan.stages) / 60
     proof = next((s for s in plan.stages if s.role == PROOF), None)
     safe = proof_seconds(policy, traffic, deflate=SAFETY) if proof is not None else None
-    recommended = None if safe is None else math.ceil(max(safe, proof.window) / 60)
+    recommended_window = recommended_max = None
+    if proof is not None and proof_t is not None and safe is not None:
+        recommended_window = math.ceil(max(proof_t, proof.window) / 60)
+        recommended_max = math.ceil(max(safe, proof_t, proof.window) / 60)
     if proof is not None and (proof_t is None or proof_t > proof.window):
         warnings.append(
             f"{proof.name}: its {proof.window / 60:.0f} min window is too short for the "
@@ -171,18 +176,18 @@ def plan_rollout(policy: Policy, traffic: Traffic) -> PlanReport:
             + (
                 f" (a good candidate needs ~{proof_t / 60:.0f} min)"
                 if proof_t is not None
-                else " (no window would do: widen a tolerance or raise the traffic share)"
+                else " (no window would do: widen a tolerance or raise the traffic)"
             )
         )
-    if proof is not None and recommended is not None and recommended * 60 > proof.window:
+    if recommended_max is not None and (
+        recommended_window * 60 > proof.window or recommended_max * 60 > proof.max_duration
+    ):
         warnings.append(
-            f"for ~95% of good candidates to decide within the window, set step_durations: "
-            f"{{{proof.step}: {recommended}m}} (now {proof.window / 60:.0f} min)"
-            + (
-                " and max_stage_duration to at least that"
-                if recommended * 60 > proof.max_duration
-                else ""
-            )
+            f"recommended: step_durations: {{{proof.step}: {recommended_window}m}} and "
+            f"max_stage_duration: {recommended_max}m (now {proof.window / 60:.0f} and "
+            f"{proof.max_duration / 60:.0f} min): a good candidate then decides in about "
+            f"{proof_t / 60:.0f} min of the {proof.step}% step, ~95% of them within "
+            f"{recommended_max} min"
         )
     return PlanReport(
         model=policy.model,
@@ -192,6 +197,7 @@ def plan_rollout(policy: Policy, traffic: Traffic) -> PlanReport:
         stages=rows,
         expected_minutes=None if math.isnan(total) else total / 60,
         windows_minutes=windows,
-        recommended_proof_minutes=recommended,
+        recommended_proof_window_minutes=recommended_window,
+        recommended_max_stage_minutes=recommended_max,
         warnings=warnings,
     )

@@ -291,3 +291,32 @@ class StageStream:
             "arms": arms,
             "pairs": pairs,
         }
+
+
+def observed_traffic(snapshot: dict, seconds: float) -> Traffic:
+    """The traffic a gateway snapshot over the last `seconds` shows (live arms, all versions):
+    rate, error rate, latency median and spread (from p50 and p90), feedback share, KPI mean."""
+    from model_rollout.histogram import merge_counts, quantile_from_counts
+
+    live = [a for a in snapshot.get("arms") or [] if a.get("arm") == "primary"]
+    requests = sum(float(a.get("requests") or 0) for a in live)
+    if requests <= 0 or seconds <= 0:
+        raise ValueError(
+            f"the gateway saw no live request of {snapshot.get('model')!r} in the last "
+            f"{seconds:.0f} s: give --rate instead"
+        )
+    errors = sum(float(a.get("errors") or 0) for a in live)
+    counts = merge_counts(*((a.get("latency") or {}).get("counts") for a in live))
+    p50, p90 = quantile_from_counts(counts, 0.5), quantile_from_counts(counts, 0.9)
+    sigma = math.log(p90 / p50) / 1.2816 if p50 > 0 and p90 > p50 else 0.5
+    fb = [a.get("feedback") or {} for a in live]
+    fb_count = sum(float(f.get("count") or 0) for f in fb)
+    fb_sum = sum(float(f.get("sum") or 0) for f in fb)
+    return Traffic(
+        rate=requests / seconds,
+        error_rate=errors / requests,
+        latency_ms=p50 if p50 > 0 else 50.0,
+        latency_sigma=min(max(sigma, 0.05), 5.0),
+        feedback_share=min(fb_count / requests, 1.0),
+        kpi_mean=min(max(fb_sum / fb_count, 0.0), 1.0) if fb_count else 0.1,
+    )

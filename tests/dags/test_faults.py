@@ -26,6 +26,7 @@ POLICY = """
 steps: [25, 100]
 step_duration: 20
 poll_interval: 1
+after_max_stage_duration: rollback
 task_retries: 0
 retry_delay: 1
 shadow: {enabled: false}

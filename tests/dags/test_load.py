@@ -32,6 +32,7 @@ steps: [10, 50, 100]
 step_duration: 12
 poll_interval: 2
 on_inconclusive: extend
+after_max_stage_duration: rollback
 task_retries: 0
 retry_delay: 1
 shadow: {enabled: false}

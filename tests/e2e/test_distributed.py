@@ -36,6 +36,7 @@ steps: [50, 100]
 step_duration: 40
 poll_interval: 6
 on_inconclusive: extend
+after_max_stage_duration: rollback
 task_retries: 1
 retry_delay: 5
 shadow: {enabled: false}

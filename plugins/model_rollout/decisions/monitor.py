@@ -169,6 +169,30 @@ class StageMonitor:
             factor = needed_factor(decided, as_baseline(snapshot, self.baseline, self.candidate))
         return None if factor is None else (factor - 1.0) * elapsed
 
+    def progress(
+        self, snapshot: Mapping, earlier: Sequence[Mapping] = (), *, now: float
+    ) -> dict[str, Any]:
+        """Where a running stage stands (for people, e.g. the Rollouts page): elapsed time, the
+        judge's status, the metrics not yet shown within tolerance and, for the proof, how much
+        longer that would take at the observed rate. Decides nothing."""
+        verdict = self.judge(snapshot, earlier)
+        missing = self.missing(verdict) if self.stage.role != GUARD else []
+        needed = None
+        if missing and verdict.status != "degraded":
+            needed = self.project(snapshot, earlier, now, missing)
+        return {
+            "stage": self.stage.name,
+            "role": self.stage.role,
+            "elapsed_seconds": now - self.since,
+            "window_seconds": self.stage.window,
+            "max_seconds": self.stage.max_duration,
+            "status": verdict.status,
+            "reason": verdict.reason,
+            "missing": missing,
+            "needed_seconds": needed,
+            "needed_as_baseline": self.projected_as_baseline,
+        }
+
     # -- outcome ---------------------------------------------------------------------------------
     def _candidate_served(self, snapshot: Mapping) -> bool:
         from model_rollout.judge.snapshot import find_arm

@@ -86,6 +86,7 @@ steps: [20, 50, 100]
 step_duration: 25
 poll_interval: 6
 on_inconclusive: extend
+after_max_stage_duration: rollback
 task_retries: 1
 retry_delay: 5
 shadow: {enabled: true, duration: 20}

@@ -447,6 +447,14 @@ class _Ctx:
             v = d["deciding"].get("verdict") or {}
             d["verdict"] = {"status": v.get("status") or d["deciding"].get("outcome")}
         d["timeline"] = timeline(d, tasks)
+        d["progress"] = None
+        if self.backend is not None and d["timeline"] and d["timeline"][-1]["outcome"] == "running":
+            try:
+                d["progress"] = stage_progress(
+                    self.backend, name, info.version, out_aliases(self.registry, name), tasks
+                )
+            except Exception as e:
+                self.errors.note(f"progress of {name} v{info.version}", e)
         ends = [d["ended_at"], (run or {}).get("end"), d.get("evidence_at")]
         d["end"] = next((t for t in ends if t), None)
         d["start"] = (run or {}).get("start")
@@ -469,6 +477,55 @@ class _Ctx:
         start = max(start, end - MAX_WINDOW)
         pad = max(5.0, 0.1 * (end - start))  # some context before and after
         return {"start": start - pad, "end": min(end + pad, now), "basis": basis}
+
+
+def out_aliases(registry: Any, name: str) -> dict[str, str]:
+    return registry.aliases(name) if registry is not None else {}
+
+
+def stage_progress(
+    backend: Any, model: str, candidate: str, aliases: dict[str, str], tasks: list[dict]
+) -> dict[str, Any] | None:
+    """The running stage's progress (`StageMonitor.progress`): what the judge sees now and, for
+    the proof step, how many more minutes it needs at the observed rate. The stage's and the
+    earlier stages' starts are the ends of their traffic tasks (within a second of the route)."""
+    from model_rollout.decisions.monitor import StageMonitor
+    from model_rollout.decisions.plan import plan_for
+    from model_rollout.orchestration.monitor import earlier_snapshots
+    from model_rollout.policy import load_policy_for
+
+    incumbent = aliases.get("champion")
+    if not incumbent or incumbent == candidate:
+        return None
+    policy = load_policy_for(model)
+    plan = plan_for(policy)
+    ends = {t["task_id"]: t.get("end") for t in tasks if t.get("state") == "success"}
+    started = [s for s in plan.stages if ends.get(s.traffic_task_id)]
+    if not started:
+        return None
+    stage = started[-1]
+    earlier = plan.earlier_in_phase(stage)
+    bounds = [ends.get(s.traffic_task_id) for s in [*earlier, stage]]
+    if any(b is None for b in bounds):
+        return None
+    windows = [
+        {"since": a, "until": b, "weights": {incumbent: 100 - s.step, candidate: s.step}}
+        for s, a, b in zip(earlier, bounds, bounds[1:], strict=False)
+    ]
+    monitor = StageMonitor(
+        stage,
+        baseline=incumbent,
+        candidate=candidate,
+        since=bounds[-1],
+        judge_config=policy.judge_settings(stage.mode),
+        alpha_metric=plan.alpha_per_test,
+        inconclusive_action=policy.inconclusive_action,
+    )
+    return monitor.progress(
+        backend.snapshot(model, bounds[-1]),
+        earlier_snapshots(backend, model, windows),
+        now=time.time(),
+    )
 
 
 def deciding_decision(decisions: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -216,6 +216,29 @@ def summary_table(data: dict[str, Any], links: Links) -> str:
     )
 
 
+def progress_html(p: dict[str, Any] | None) -> str:
+    """The running stage: elapsed of its window, what is not yet shown, what it still needs."""
+    if not p:
+        return ""
+    minutes = f"{p['elapsed_seconds'] / 60:.1f} of {p['window_seconds'] / 60:.0f} min"
+    if p["role"] == "guard":
+        what = "guard: goes on at the window's end unless a degradation is shown"
+    elif not p["missing"]:
+        what = "every metric shown within tolerance"
+    else:
+        what = "not yet shown within tolerance: " + ", ".join(p["missing"])
+        need = p.get("needed_seconds")
+        if need is None:
+            what += " (no amount of traffic at the observed rate would show it)"
+        else:
+            who = "a candidate as good as the incumbent " if p.get("needed_as_baseline") else ""
+            what += f"; {who}needs ~{max(need, 0) / 60:.0f} more min at the observed rate"
+    return (
+        f'<div class="reason warn" data-role="progress"><b>Now: {escape(stage_label(p["stage"]))}'
+        f"</b> ({escape(p['role'])}), {minutes}: {escape(what)}.</div>"
+    )
+
+
 def timeline_html(steps: list[dict[str, Any]]) -> str:
     if not steps:
         return '<div class="sub">No traffic steps recorded yet.</div>'
@@ -283,7 +306,7 @@ def evidence_html(r: dict[str, Any], links: Links) -> str:
         f"vs candidate v{escape(str(v.get('candidate', '?')))}, alpha {_num(v.get('alpha'))} "
         f"({_num(v.get('alpha_per_metric'))} per metric)"
         f"{', ' + str(d['looks']) + ' looks' if d.get('looks') else ''}</span></div>"
-        f'<div class="sub">{escape(str(v.get("reason") or d.get("reason") or ""))}</div>'
+        f'<div class="sub">{escape(str(d.get("reason") or v.get("reason") or ""))}</div>'
     )
     table = (
         '<table class="evidence"><thead><tr><th>Metric</th><th>Status</th><th>Evidence vs threshold</th>'
@@ -457,7 +480,7 @@ def model_html(m: dict[str, Any], links: Links) -> str:
         reason = '<div class="reason ok"><b>Promoted:</b> every stage was judged healthy.</div>'
     return (
         f'<section class="card model" id="model-{escape(m["name"])}" data-version="{escape(r["version"])}">{head}{reason}'
-        f"<h3>Traffic steps</h3>{timeline_html(r['timeline'])}"
+        f"<h3>Traffic steps</h3>{progress_html(r.get('progress'))}{timeline_html(r['timeline'])}"
         f"<h3>Live statistics</h3>{charts_html(m, colors, r['timeline'])}"
         f"<h3>Judge evidence</h3>{evidence_html(r, links)}{history_html(m, links)}</section>"
     )

@@ -28,7 +28,10 @@ def monitor(st: Stage, action: str = "pause", **judge) -> StageMonitor:
     )
 
 
-def stream(rate: float, effect: Effect = Effect(), step: int = 50, seconds: float = 0.0, seed=1):
+IDENTICAL = Effect()
+
+
+def stream(rate: float, effect: Effect = IDENTICAL, step: int = 50, seconds: float = 0.0, seed=1):
     s = StageStream(Traffic(rate=rate), effect, mode="canary", step=step, seed=seed)
     if seconds:
         s.advance(seconds)

@@ -44,7 +44,10 @@ def test_the_grid_mixture_is_the_prior_integral(cand, total, rho, side):
     def likelihood_ratio(u: float) -> float:
         x = sign * u
         return math.exp(
-            sum(c * x - n * math.log1p(t * math.expm1(x)) for c, n, t in zip(cand, total, theta0))
+            sum(
+                c * x - n * math.log1p(t * math.expm1(x))
+                for c, n, t in zip(cand, total, theta0, strict=True)
+            )
         )
 
     exact, _ = integrate.quad(lambda u: likelihood_ratio(u) * prior_density(u), 0, 8, limit=400)
@@ -162,7 +165,13 @@ def test_kpi_is_stratified_by_step_so_a_drifting_kpi_is_not_a_difference():
         arm("1", 100_000, clicks=20_000.0), arm("2", 100_000, clicks=20_000.0), {"1": 50, "2": 50}
     )
     v = evaluate(
-        second, baseline="1", candidate="2", mode="canary", config=cfg, earlier=[first], budget=budget
+        second,
+        baseline="1",
+        candidate="2",
+        mode="canary",
+        config=cfg,
+        earlier=[first],
+        budget=budget,
     )
     kpi = v.metrics["kpi"]
     assert kpi.status != "degraded"

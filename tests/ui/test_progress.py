@@ -51,7 +51,9 @@ def test_a_running_proof_step_says_what_it_still_needs():
     assert ("iris", starts[25], starts[50]) in backend.calls
     html = progress_html(p)
     assert 'data-role="progress"' in html and "Now: 50%" in html
-    assert "not yet shown within tolerance: errors" in html and "more min at the observed rate" in html
+    assert (
+        "not yet shown within tolerance: errors" in html and "more min at the observed rate" in html
+    )
 
 
 def test_a_guard_step_and_no_rollout_say_less():

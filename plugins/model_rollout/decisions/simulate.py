@@ -16,6 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from model_rollout.decisions.monitor import NEXT, REVIEW, StageMonitor, next_move
 from model_rollout.decisions.plan import plan_for
 from model_rollout.decisions.traffic import BASELINE, CANDIDATE, Effect, StageStream, Traffic
@@ -40,12 +42,23 @@ def simulate_rollout(policy: Policy, traffic: Traffic, effect: Effect, seed=0) -
     """One rollout; the same seed gives the same traffic."""
     plan = plan_for(policy)
     earlier: dict[str, list[dict]] = {"shadow": [], "canary": []}
+    draw = np.random.default_rng([int(seed), 1 << 20])  # per run, whatever the stages
+    phase = float(draw.uniform(0, 2 * math.pi))
+    first_live = next((s for s in plan.stages if s.mode == "canary"), None)
+    burst_at = float(draw.uniform(0, first_live.window)) if first_live and effect.burst else None
     t = 0.0
     served = 0.0
     out: dict = {}
     for index, stage in enumerate(plan.stages):
         stream = StageStream(
-            traffic, effect, mode=stage.mode, step=stage.step, seed=[int(seed), index]
+            traffic,
+            effect,
+            mode=stage.mode,
+            step=stage.step,
+            seed=[int(seed), index],
+            start=t,
+            phase=phase,
+            burst_at=burst_at if stage is first_live else None,
         )
         monitor = StageMonitor(
             stage,

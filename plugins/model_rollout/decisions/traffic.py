@@ -32,6 +32,8 @@ class Traffic:
     :param kpi_mean: mean outcome (a click-through rate: outcomes are 0/1).
     :param feedback_delay: outcomes arrive uniformly this many seconds after the answer.
     :param labels: the incumbent's output label distribution (shadow drift).
+    :param diurnal: amplitude of a daily swing common to both arms (0.5: rate and error rate
+        +-50%, latency +-15%, KPI +-20%) over `diurnal_period` seconds, at a phase drawn per run.
     """
 
     rate: float = 200.0
@@ -42,6 +44,8 @@ class Traffic:
     kpi_mean: float = 0.10
     feedback_delay: tuple[float, float] = (5.0, 20.0)
     labels: tuple[float, ...] = (0.6, 0.3, 0.1)
+    diurnal: float = 0.0
+    diurnal_period: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,12 @@ class Effect:
     tail_share: float = 0.0
     kpi_factor: float = 1.0
     flip_rate: float = 0.0
+    burst: int = 0  # requests failed in a row, once, at a random moment of the first live step
 
     def describe(self) -> str:
         parts = []
+        if self.burst:
+            parts.append(f"burst={self.burst}")
         if self.error_factor != 1.0:
             parts.append(f"errors={self.error_factor:g}x")
         if self.crash_share:
@@ -84,6 +91,7 @@ _EFFECTS = {
     ),
     "kpi": (re.compile(rf"^([+-]){_PCT}$"), "kpi=-15% (the outcome mean 15% lower)"),
     "flips": (re.compile(rf"^{_PCT}$"), "flips=5% (5% of rows get another label)"),
+    "burst": (re.compile(r"^([0-9]+)$"), "burst=30 (30 requests fail in a row, once)"),
 }
 
 
@@ -111,8 +119,10 @@ def parse_effects(specs: list[str] | tuple[str, ...]) -> Effect:
         elif name == "kpi":
             sign = 1 if m.group(1) == "+" else -1
             effect = replace(effect, kpi_factor=1 + sign * float(m.group(2)) / 100)
-        else:
+        elif name == "flips":
             effect = replace(effect, flip_rate=float(m.group(1)) / 100)
+        else:
+            effect = replace(effect, burst=int(m.group(1)))
     if not (
         effect.error_factor >= 0 and 0 <= effect.crash_share <= 1 and effect.latency_factor > 0
     ):
@@ -144,6 +154,9 @@ class StageStream:
         incumbent answers everything and every request is mirrored to the candidate).
     :param seed: a seed sequence entry; the same seed gives the same stream whatever watches it.
     :param expected: expected counts instead of draws.
+    :param start: the stage's start in the rollout (seconds; the diurnal swing's clock).
+    :param phase: the diurnal swing's phase (radians), the same for every stage of a run.
+    :param burst_at: seconds into the stage at which `effect.burst` requests fail in a row.
     """
 
     def __init__(
@@ -155,8 +168,12 @@ class StageStream:
         step: int | None,
         seed=None,
         expected: bool = False,
+        start: float = 0.0,
+        phase: float = 0.0,
+        burst_at: float | None = None,
     ):
         self.traffic, self.effect, self.mode = traffic, effect, mode
+        self.start, self.phase, self.burst_at = start, phase, burst_at
         self.share = 1.0 if mode == "shadow" else (step or 0) / 100.0
         self.weights = (
             {BASELINE: 100} if mode == "shadow" else {BASELINE: 100 - step, CANDIDATE: step}
@@ -212,16 +229,27 @@ class StageStream:
     def advance(self, seconds: float) -> None:
         """`seconds` more of traffic (and the outcomes that arrive meanwhile)."""
         tr = self.traffic
-        arrivals = float(self._poisson(tr.rate * seconds))
+        swing = 0.0
+        if tr.diurnal:
+            clock = self.start + self.t + seconds / 2
+            swing = tr.diurnal * math.sin(2 * math.pi * clock / tr.diurnal_period + self.phase)
+        arrivals = float(self._poisson(tr.rate * (1 + swing) * seconds))
         if self.mode == "shadow":
             n = np.array([arrivals, arrivals])  # every request mirrored
         else:
             cand = float(self._binomial(arrivals, self.share))
             n = np.array([arrivals - cand, cand])
-        errors = self._binomial(n, self.p_error)
+        errors = self._binomial(n, np.minimum(self.p_error * (1 + swing), 1.0))
+        if self.burst_at is not None and self.t < self.burst_at <= self.t + seconds:
+            n[1] += self.effect.burst  # the candidate fails a run of requests
+            errors[1] += self.effect.burst
         ok = n - errors
+        probs = self.probs
+        if swing:  # latency +-30% of the swing: shift the histograms by whole buckets
+            shift = int(round(math.log1p(0.3 * swing) / math.log(LATENCY_GROWTH)))
+            probs = np.roll(probs, shift, axis=1) if shift else probs
         for arm in (0, 1):
-            self.hist[arm] += self._multinomial(ok[arm], self.probs[arm])
+            self.hist[arm] += self._multinomial(ok[arm], probs[arm])
         self.requests += n
         self.errors += errors
         if self.mode == "shadow":
@@ -233,7 +261,7 @@ class StageStream:
             self.outputs[1] += self._multinomial(answered, self.flipped)
         elif tr.feedback_share > 0:
             got = self._binomial(ok, tr.feedback_share)
-            clicks = self._binomial(got, self.ctr)
+            clicks = self._binomial(got, np.clip(self.ctr * (1 + 0.4 * swing), 0.0, 1.0))
             low, high = tr.feedback_delay
             delay = (low + high) / 2 if self.expected else self.rng.uniform(low, high)
             self.pending.append((self.t + seconds / 2 + delay, got, clicks))

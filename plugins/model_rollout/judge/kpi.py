@@ -88,6 +88,10 @@ def stratified_contrast(strata, cfg: KpiConfig):
     contrast = variance = 0.0
     for n_c, mean_c, var_c, n_b, mean_b, var_b in strata:
         w = n_c / total_c
+        # One variance for both arms (the pooled one): a few outcomes that happen to be all 0
+        # read as a variance of 0, and a plug-in of 0 made the candidate look surely worse.
+        pooled = ((n_c - 1) * var_c + (n_b - 1) * var_b) / max(n_c + n_b - 2, 1)
+        var_c, var_b = max(var_c, pooled), max(var_b, pooled)
         d, v, _ = kpi_contrast(mean_c, var_c, n_c, mean_b, var_b, n_b, cfg)
         contrast += w * d
         variance += w * w * v

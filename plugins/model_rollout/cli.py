@@ -171,6 +171,13 @@ def validate_policies(args: argparse.Namespace) -> int:
             print(f"FAIL {path}\n{e}\n")
             continue
         print(f"ok   {path} -> {policy.dag_id} (trigger: {policy.trigger.event})")
+        if policy.expected_traffic is not None:  # do the windows fit the planned traffic?
+            from model_rollout.decisions.planner import plan_rollout
+            from model_rollout.decisions.traffic import Traffic
+
+            traffic = Traffic(**policy.expected_traffic.model_dump())
+            for warning in plan_rollout(policy, traffic).warnings:
+                print(f"     warning at {traffic.rate:g} req/s: {warning}")
     print(f"{len(files) - bad} valid, {bad} invalid")
     return 1 if bad else 0
 

@@ -96,6 +96,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=600,
         env={"MODEL_ROLLOUT_POLICIES": str(ROOT / "include" / "policies"), "PATH": ""},
+        cwd=ROOT,
     )
 
 
@@ -109,14 +110,17 @@ def test_cli_simulate_json_has_the_promised_fields():
     assert "4/4 rollouts" in p.stderr  # progress
 
 
-def test_cli_plan_and_bad_input():
+def test_cli_plan_and_bad_input(tmp_path):
+    (tmp_path / "iris.yaml").write_text("steps: [10, 100]\n")
     p = cli("plan", "iris", "--rate", "20", "--json")
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     assert doc["stages"][-1]["role"] == "proof" and doc["warnings"]
     bad = cli("simulate", "iris", "--rate", "20", "--effect", "errors=twice")
     assert bad.returncode == 2 and "errors=2x" in bad.stderr
-    missing = cli("plan", "iris")
+    assert SHIPPED.expected_traffic is not None  # the shipped policy says its traffic
+    assert cli("plan", "iris").returncode == 0
+    missing = cli("plan", "iris", "--policies", str(tmp_path))
     assert missing.returncode == 2 and "--rate" in missing.stderr
     unknown = cli("plan", "nope", "--rate", "1")
     assert unknown.returncode == 2 and "no rollout policy for model 'nope'" in unknown.stderr

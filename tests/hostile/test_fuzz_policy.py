@@ -182,10 +182,13 @@ def check_usable(policy: Policy, text: bytes) -> None:
     assert parsed is None or isinstance(parsed, dict), parsed
     for name in DURATIONS:
         seconds = getattr(policy, name)
+        if seconds is None:  # max_stage_duration: 3x each window by default
+            continue
         assert math.isfinite(seconds) and seconds >= 0, (name, seconds)
         timedelta(seconds=seconds)  # what the DAG factory builds from it
     for seconds in (policy.shadow.duration, policy.approval.timeout):
         timedelta(seconds=seconds)
     for step in policy.steps:
         timedelta(seconds=policy.window_for(step))
+        timedelta(seconds=policy.max_duration_for(policy.window_for(step)))
     assert policy.steps[-1] == 100

@@ -72,7 +72,7 @@ class Scenario:
     feedback_share: float = 0.0
     diurnal: float = 0.0
     good: bool = True  # a candidate that should be promoted
-    runs: int = 500
+    runs: int = 300  # at 200 req/s; at most 300 at the other rates
     rates: tuple[int, ...] = RATES
 
 
@@ -354,7 +354,7 @@ def run_all(runs_scale: float, jobs: int, seed: int) -> dict:
                 traffic = traffic_of(sc, rate)
                 good = traffic_of(replace(sc, effects=()), rate)
                 policy, which = policy_for(good, base)
-                runs = max(20, int(sc.runs * runs_scale))
+                runs = max(20, int((sc.runs if rate == 200 else min(sc.runs, 300)) * runs_scale))
                 effect = parse_effects(list(sc.effects))
                 chunks = [list(range(seed + i, seed + runs, 16)) for i in range(16)]
                 tasks = [(j, policy, traffic, effect, c) for j in JUDGES for c in chunks if c]

@@ -10,8 +10,8 @@ outcome or None (keep watching):
   shown: a later look's noise cannot take it back, and no flicker at the window's last look
   costs an extension).
 - undecided at the window's end: the projection says how much longer it would take at the
-  observed rates; `extend` keeps watching up to the stage's max duration when that is within
-  reach (the projection reads noisy estimates, so "within reach" is up to twice the time left),
+  observed rates; `extend` keeps watching up to the stage's max duration when a candidate as
+  good as the incumbent would decide in that time (the candidate's own estimates are noisy),
   else (and for pause / rollback) the outcome is "inconclusive" with that number in the reason.
 
 State (metrics shown healthy, the extension) lives in the object: a restarted trigger starts a
@@ -133,10 +133,14 @@ class StageMonitor:
         first = self.extended_until is None
         self.needed_seconds = self.project(snapshot, earlier, now, missing)
         if first and now < hard_end:
-            needed = self.needed_seconds
-            # The projection reads noisy estimates: extend while it is within reach (2x the time
-            # left), and let the evidence itself end the extension as soon as it is there.
-            if self.stage.role == GUARD or (needed is not None and needed <= 2 * (hard_end - now)):
+            # Extend when a candidate as good as the incumbent would decide in the time left:
+            # the observed estimates are noisy (an unlucky draw of a good candidate reads as
+            # "needs hours"), and the evidence itself ends the extension as soon as it is there.
+            reach = self.needed_seconds
+            if self.stage.role != GUARD and missing:
+                equal = self.project(snapshot, earlier, now, missing, as_equal=True)
+                reach = equal if reach is None or equal is None else min(reach, equal)
+            if self.stage.role == GUARD or (reach is not None and now + reach <= hard_end):
                 self.extended_until = hard_end  # wait for it (a guard: for traffic), bounded
                 return None
         return self._outcome("inconclusive", verdict, self._undecided_reason(missing, now), now)
@@ -150,9 +154,20 @@ class StageMonitor:
         )
 
     def project(
-        self, snapshot: Mapping, earlier: Sequence[Mapping], now: float, missing: list[str]
+        self,
+        snapshot: Mapping,
+        earlier: Sequence[Mapping],
+        now: float,
+        missing: list[str],
+        *,
+        as_equal: bool = False,
     ) -> float | None:
-        """Seconds more at the observed rates until `missing` are healthy; None if not in sight."""
+        """Seconds more at the observed rates until `missing` are healthy; None if not in sight.
+
+        From the candidate's own estimates; when they show nothing in sight (noise, or an
+        estimate beyond tolerance), or with `as_equal`, for a candidate as good as the baseline
+        (its rates at the candidate's traffic); `projected_as_baseline` says which was used.
+        """
         elapsed = now - self.since
         if elapsed <= 0 or not self._candidate_served(snapshot):
             return None
@@ -163,10 +178,12 @@ class StageMonitor:
             v = self.judge(snap, earlier)
             return all(v.metrics[m].status in ("healthy", "not_applicable") for m in missing)
 
-        factor = needed_factor(decided, snapshot)
-        self.projected_as_baseline = factor is None
-        if factor is None:  # the estimates are noise or beyond tolerance: what an equal one needs
-            factor = needed_factor(decided, as_baseline(snapshot, self.baseline, self.candidate))
+        equal = as_baseline(snapshot, self.baseline, self.candidate)
+        factor = None if as_equal else needed_factor(decided, snapshot)
+        if not as_equal:
+            self.projected_as_baseline = factor is None
+        if factor is None:
+            factor = needed_factor(decided, equal)
         return None if factor is None else (factor - 1.0) * elapsed
 
     def progress(

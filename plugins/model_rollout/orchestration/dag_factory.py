@@ -58,6 +58,25 @@ def _approval(task_id: str, subject: str, body: str, timeout: float):
     )
 
 
+def _doc(policy: Policy) -> str:
+    """The DAG's docs (also on the trigger form): the stages, what ends them, how to plan."""
+    plan = plan_for(policy)
+    stages = "\n".join(
+        f"- **{s.name}** ({s.role}): {s.window / 60:g} min"
+        + (f", up to {s.max_duration / 60:g} min" if s.role == "proof" else "")
+        for s in plan.stages
+    )
+    return (
+        f"Rollout of MLflow model **{policy.model}**. Trigger with conf "
+        f'`{{"version": "<n>"}}`.\n\n{stages}\n\nGuards go on at their window\'s end '
+        "unless a degradation is shown; the proof step must show every metric within tolerance "
+        f"on all live steps' evidence, else the rollout ends in a {policy.inconclusive_action} "
+        f"saying how many more minutes it would need. alpha {policy.judge.alpha} over the whole rollout "
+        f"({len(plan.tests)} tests). How long at your traffic: "
+        f"`model-rollout plan {policy.model} --rate <req/s>`."
+    )
+
+
 def build_rollout_dag(policy: Policy) -> DAG:
     """One DAG per registered model: `model_rollout__<model>`, one active run at a time."""
     timeout = timedelta(seconds=policy.task_timeout)
@@ -87,8 +106,7 @@ def build_rollout_dag(policy: Policy) -> DAG:
             "retry_delay": timedelta(seconds=policy.retry_delay),
             "execution_timeout": timeout,
         },
-        doc_md=f"Rollout of MLflow model **{policy.model}**: steps {policy.steps}, alpha "
-        f'{policy.judge.alpha}. Trigger with conf `{{"version": "<n>"}}`.',
+        doc_md=_doc(policy),
     ) as dag:
         # Stage plan first, so each gate knows the task id it branches to.
         plan = plan_for(policy)

@@ -42,7 +42,9 @@ def test_next_move_is_the_gates_rule():
     assert next_move("healthy", "pause") == NEXT == next_move("passed", "rollback")
     assert next_move("inconclusive", "pause") == REVIEW
     assert next_move("inconclusive", "rollback") == ROLLBACK
-    for bad in ("degraded", "invalid", "failed", None):
+    assert next_move("invalid", "pause") == REVIEW  # a broken split says nothing of the model
+    assert next_move("invalid", "rollback") == ROLLBACK
+    for bad in ("degraded", "failed", None):
         assert next_move(bad, "pause") == ROLLBACK
 
 

@@ -36,7 +36,9 @@ def next_move(outcome: str | None, inconclusive_action: Literal["pause", "rollba
     """Where a stage's outcome leads: the next stage, a human review, or the rollback."""
     if outcome in ("healthy", "passed"):
         return NEXT
-    if outcome == "inconclusive" and inconclusive_action == "pause":
+    # invalid (the observed split is not the configured one): the comparison says nothing of
+    # the candidate, so a human looks at it when the policy has one, as for an undecided stage
+    if outcome in ("inconclusive", "invalid") and inconclusive_action == "pause":
         return REVIEW
     return ROLLBACK
 

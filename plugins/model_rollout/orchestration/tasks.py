@@ -304,7 +304,8 @@ def monitor_gate(
 
     Healthy (proof) and passed (guard) go on; inconclusive goes to a human review when the
     policy says so (the reason says how much more traffic it would take), else rolls back; a
-    degraded or invalid outcome, and a failed or timed-out monitor, roll back.
+    degraded outcome, and a failed or timed-out monitor, roll back; an invalid one (sample ratio
+    mismatch) goes to the review too when the policy has one.
     """
     from model_rollout.decisions.monitor import NEXT, REVIEW, next_move
     from model_rollout.decisions.plan import plan_for

@@ -258,7 +258,9 @@ class Outcome:
     :param predictions: the JSON-able predictions (200 only).
     :param stage: where a failure arose: "parse" (the request), "predict" (the model or its
         schema enforcement) or "serialize" (the model's output); None on success.
-    :param error: the exception, for the log and for telling whose fault it was.
+    :param error: what failed, for the log and for telling whose fault it was: the exception
+        the model (or the signature's enforcement) raised at the "predict" stage, else the
+        one MLflow's scoring function raised.
     :param model_input: what the model was given (set once parsing succeeded).
     """
 
@@ -286,20 +288,21 @@ def answer_alone(model: Any, schema: Any, req: ScoringRequest) -> Outcome:
             else ("predict" if probe.raised is not None else "serialize")
         )
         given = None if probe.data is _UNSET else probe.data
+        cause = probe.raised if stage == "predict" else exc  # what the model itself raised
         if isinstance(exc, MlflowException):
             return Outcome(
                 exc.get_http_status_code(),
                 exc.serialize_as_json().encode(),
                 None,
                 stage,
-                exc,
+                cause,
                 given,
             )
         # mlflow's server would answer a bare 500 "Internal Server Error": a request that its
         # parser cannot digest (e.g. JSON nested too deep) is the client's, so 400 here.
         status, code = (400, "BAD_REQUEST") if stage == "parse" else (500, "INTERNAL_ERROR")
         message = f"{type(exc).__name__}: {exc}"
-        return Outcome(status, error_body(message, code), None, stage, exc, given)
+        return Outcome(status, error_body(message, code), None, stage, cause, given)
     body = resp.response.encode() if isinstance(resp.response, str) else resp.response
     if resp.status != 200:  # 415: content types mlflow does not read (a plain-text answer)
         return Outcome(

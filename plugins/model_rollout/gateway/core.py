@@ -459,6 +459,7 @@ class Gateway:
             )
             self._shadow_runners[(model, version)] = runner
             runner.prewarm()
+        runner.batching = getattr(lv, "batching", "auto")  # shadows answer as primaries would
         return runner
 
     def _sync_shadow_runners(self) -> None:

@@ -218,10 +218,12 @@ class _LinearMargin:
 
     `predict` is `classes_[argmax(X @ coef_.T + intercept_)]` (binary: score > 0). A dot
     product of K terms computed in any order, with or without FMA, is within
-    gamma_{K+1} * (sum|x_k w_k| + |b|) of the exact value (gamma_n ~ n * u); alone and in a
-    batch each score is within that of the exact score, so when the winning score beats every
-    other by more than twice the sum of both bounds, the request alone gets the same label.
-    The bound used is twice that again (eps = 2u, and a factor 2).
+    gamma_{K+1} * (sum|x_k w_k| + |b|) of the exact value (gamma_n ~ n * u). The scores computed
+    here, the model's in the shared call and the model's for the request alone are all within
+    that of the exact scores, so when the winning score here beats every other by more than
+    twice the sum of both bounds, all three give the same label. The bound used is twice that
+    again (eps = 2u, and a factor 2). The labels these scores give must also be the shared
+    call's answer, row by row, or the row is not certified.
     """
 
     def __init__(self, prefix: list, final: Any, schema: Any):
@@ -234,22 +236,21 @@ class _LinearMargin:
         from mlflow.models.utils import _enforce_schema
         from sklearn.utils.extmath import safe_sparse_dot
 
-        X = _enforce_schema(frame, self.schema)
+        X = _enforce_schema(frame, self.schema)  # what the estimator was given
         for step in self.prefix:
             X = step.transform(X)
-        scores = np.asarray(self.final.decision_function(X))
-        n = scores.shape[0]
-        eps = np.finfo(scores.dtype).eps if scores.dtype.kind == "f" else np.finfo(float).eps
+        sparse = hasattr(X, "tocsr")
+        X = X.astype(np.float64) if sparse else np.asarray(X, dtype=np.float64)
         coef = self.final.coef_
-        Xa = abs(X) if hasattr(X, "tocsr") else np.abs(np.asarray(X, dtype=np.float64))
-        Wa = abs(coef) if hasattr(coef, "tocsr") else np.abs(np.asarray(coef, dtype=np.float64))
-        A = np.asarray(safe_sparse_dot(Xa, Wa.T, dense_output=True), dtype=np.float64)
-        b = np.abs(np.asarray(self.final.intercept_, dtype=np.float64)).reshape(1, -1)
-        s2 = scores.reshape(n, -1)
-        beta = (coef.shape[1] + 2) * eps * (A + b + np.abs(s2))
-        if scores.ndim == 1:
-            ok = np.abs(scores) > 4 * beta[:, 0]
-            labels = self.final.classes_[(scores > 0).astype(int)]
+        W = coef.toarray() if hasattr(coef, "toarray") else np.asarray(coef, dtype=np.float64)
+        b = np.asarray(self.final.intercept_, dtype=np.float64).reshape(1, -1)
+        n = X.shape[0]
+        scores = np.asarray(safe_sparse_dot(X, W.T, dense_output=True)) + b
+        A = np.asarray(safe_sparse_dot(abs(X), np.abs(W).T, dense_output=True))
+        beta = (W.shape[1] + 2) * np.finfo(np.float64).eps * (A + np.abs(b) + np.abs(scores))
+        if scores.shape[1] == 1:
+            ok = np.abs(scores[:, 0]) > 4 * beta[:, 0]
+            labels = self.final.classes_[(scores[:, 0] > 0).astype(int)]
         else:
             top = np.argmax(scores, axis=1)
             rows = np.arange(n)
@@ -258,6 +259,6 @@ class _LinearMargin:
             need[rows, top] = -np.inf
             ok = (margin > need).all(axis=1)
             labels = self.final.classes_[top]
-        ok &= np.isfinite(s2).all(axis=1)
+        ok &= np.isfinite(scores).all(axis=1)
         ok &= np.asarray(labels == np.asarray(raw)).reshape(n)
         return ok

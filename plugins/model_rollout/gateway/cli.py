@@ -77,7 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         "predict calls only where answers stay identical to mlflow models serve's; off "
         "predicts every request alone; on shares calls whenever requests have the same columns",
     )
-    p.add_argument("--predict-timeout", type=float, default=30.0)
+    p.add_argument(
+        "--predict-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a request waits for its model before a 504 (mlflow models serve's "
+        "default request timeout is 60 s too)",
+    )
     p.add_argument("--shadow-queue-size", type=int, default=1000)
     p.add_argument(
         "--shadow-in-process",

@@ -54,7 +54,7 @@ class Settings:
     max_pending_rows: int = 20_000
     max_body_bytes: int = 100 * 1024 * 1024
     batching: str = "auto"
-    predict_timeout: float = 30.0
+    predict_timeout: float = 60.0
     upstream_timeout: float = 30.0
     shadow_queue_size: int = 1000
     shadow_batch_wait: float = 0.1

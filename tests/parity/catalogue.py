@@ -21,7 +21,6 @@ from typing import Any
 HERE = Path(__file__).parent
 PIP = ["mlflow==3.17.*", "scikit-learn", "pandas", "numpy", "cloudpickle"]
 JSON = "application/json"
-MAX_BODY = "4M"  # the parity gateway's --max-body-size (413 beyond)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from catalogue import MAX_BODY, Kind, build_models  # noqa: E402
+from catalogue import Kind, build_models  # noqa: E402
 from support.servers import (  # noqa: E402
     VENV_BIN,
     GatewayProcess,
@@ -82,9 +82,7 @@ def mlflow_serve(kinds, tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def parity_gateway(kinds, tmp_path_factory) -> GatewayProcess:
     """One gateway serving every model (batching auto), plus `iris-off` (batching off)."""
-    gw = GatewayProcess(
-        tmp_path_factory.mktemp("parity-gateway"), extra_args=["--max-body-size", MAX_BODY]
-    ).start()
+    gw = GatewayProcess(tmp_path_factory.mktemp("parity-gateway")).start()
     try:
         with httpx.Client(base_url=gw.url, headers=gw.auth, timeout=300) as c:
             specs = {name: {"uri": str(k.path)} for name, k in kinds.items()}

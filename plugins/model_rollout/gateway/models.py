@@ -170,6 +170,8 @@ class PyfuncVersion(LoadedVersion):
         self.batches = 0  # worker turns
         self.batched_requests = 0  # requests answered by those turns
         self.predict_calls = 0  # model predict calls made (shared or alone)
+        self.shared_requests = 0  # requests answered from a shared call
+        self.uncertified = 0  # requests of shared calls answered alone: a row was not certified
 
     def describe(self) -> dict:
         out = super().describe()
@@ -182,6 +184,8 @@ class PyfuncVersion(LoadedVersion):
             **how,
             "predict_calls": self.predict_calls,
             "requests": self.batched_requests,
+            "shared_requests": self.shared_requests,
+            "uncertified": self.uncertified,
         }
         return out
 
@@ -359,6 +363,7 @@ class PyfuncVersion(LoadedVersion):
         pos = 0
         for n in counts:
             if certified is not None and not certified[pos : pos + n].all():
+                self.uncertified += 1
                 out.append(None)
             else:
                 try:
@@ -366,6 +371,7 @@ class PyfuncVersion(LoadedVersion):
                 except (TypeError, ValueError):
                     out.append(None)  # alone, where mlflow's own error answer is made
                 else:
+                    self.shared_requests += 1
                     out.append(Result(200, body if want_body else b"", preds))
             pos += n
         return out

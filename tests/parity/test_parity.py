@@ -149,6 +149,9 @@ def test_concurrent_answers_are_each_requests_own(name, kinds, mlflow_serve, par
     sent, diffs = concurrent_diffs(name, name, kinds, mlflow_serve, parity_gateway)
     after = batching_of(parity_gateway, name)
     assert not diffs, f"{len(diffs)} of {sent} answers differ: {diffs[:5]}"
+    # every answer could be logged (records with integer keys once stopped all store flushes)
+    ready = httpx.get(f"{parity_gateway.url}/readyz", timeout=30)
+    assert ready.status_code == 200, ready.text
     calls = after["predict_calls"] - before["predict_calls"]
     answered = after["requests"] - before["requests"]
     assert answered == sent

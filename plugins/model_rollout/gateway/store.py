@@ -173,8 +173,10 @@ def _dumps(value: Any) -> str | None:
         return None
     try:
         return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    except TypeError:
-        return orjson.dumps(value, default=str).decode()
+    except TypeError:  # e.g. records with integer column names, as mlflow answers them
+        return orjson.dumps(
+            value, default=str, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+        ).decode()
 
 
 class _Db:

@@ -82,6 +82,11 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# YAML reads a bare `on`/`off` as a boolean: take it as the word the user wrote
+Batching = Annotated[
+    Literal["auto", "off", "on"],
+    BeforeValidator(lambda v: ("on" if v else "off") if isinstance(v, bool) else v),
+]
 
 
 class _Strict(BaseModel):
@@ -180,6 +185,14 @@ class Policy(_Strict):
     staging: Staging = Field(default_factory=Staging)
     holdout: Holdout | None = None
     approval: Approval = Field(default_factory=Approval)
+    batching: Batching = Field(
+        "auto",
+        description="How the serving gateway answers concurrent requests to this model's "
+        "versions: auto shares predict calls only where every answer stays what `mlflow models "
+        "serve` gives the request alone; off predicts each request alone; on shares calls "
+        "whenever requests have the same columns (fastest; float outputs may then differ in "
+        "the last digits, and models whose output depends on other rows see them).",
+    )
     stability_window: Duration = Field(
         86400.0, description="How long the previous champion stays in standby."
     )
@@ -194,20 +207,6 @@ class Policy(_Strict):
         3600.0, gt=0, description="Execution timeout of each non-waiting task."
     )
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
-    batching: Literal["auto", "off", "on"] = Field(
-        "auto",
-        description="How the serving gateway answers concurrent requests to this model's "
-        "versions: auto shares predict calls only where every answer stays what `mlflow models "
-        "serve` gives the request alone; off predicts each request alone; on shares calls "
-        "whenever requests have the same columns (fastest; float outputs may then differ in "
-        "the last digits, and models whose output depends on other rows see them).",
-    )
-
-    @field_validator("batching", mode="before")
-    @classmethod
-    def _yaml_on_off(cls, v: object) -> object:
-        """YAML reads a bare `on`/`off` as a boolean: take it as the word the user wrote."""
-        return ("on" if v else "off") if isinstance(v, bool) else v
 
     @field_validator("model")
     @classmethod

@@ -277,8 +277,11 @@ def write_doc(
         "",
         "- (a) and (b-off) answer one request per predict call, each with its own DataFrame, "
         "schema enforcement and thread hop; both run MLflow's own `invocations` function per "
-        "request, so (b-off) gains only what the gateway's lean HTTP path saves over FastAPI "
-        "(and loses its request log and statistics). Both saturate one core early.",
+        "request, so (b-off) gains only what the gateway's lean HTTP path saves over FastAPI, "
+        "less what its request log and statistics cost. Both saturate one core early.",
+        "- At concurrency 1 there is never a second request to share a call with: (b), (b-off), "
+        "(b-on) and (c) all answer each request alone, the same way; their differences there "
+        "are the machine's noise, a measure of how far to trust the other rows.",
         "- (b) and (b-on) answer concurrent requests with one predict call (at concurrency 16, "
         "~16 rows per call for about the cost of one); that is where the throughput comes from. "
         "(b) additionally re-enforces the batch's schema and computes the scores' rounding-error "

@@ -81,12 +81,14 @@ def mlflow_serve(kinds, tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def parity_gateway(kinds, tmp_path_factory) -> GatewayProcess:
-    """One gateway serving every model (batching auto), plus `iris-off` (batching off)."""
+    """One gateway serving every model (batching auto), plus `iris-off` (batching off) and
+    `batch_dep-on` (batching on)."""
     gw = GatewayProcess(tmp_path_factory.mktemp("parity-gateway")).start()
     try:
         with httpx.Client(base_url=gw.url, headers=gw.auth, timeout=300) as c:
             specs = {name: {"uri": str(k.path)} for name, k in kinds.items()}
             specs["iris-off"] = {"uri": str(kinds["iris"].path), "batching": "off"}
+            specs["batch_dep-on"] = {"uri": str(kinds["batch_dep"].path), "batching": "on"}
             for name, spec in specs.items():
                 r = c.put(f"/admin/models/{name}/versions/1", json=spec)
                 assert r.status_code == 200, r.text

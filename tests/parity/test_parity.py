@@ -172,6 +172,16 @@ def test_batching_off_predicts_every_request_alone(kinds, mlflow_serve, parity_g
     assert after["predict_calls"] - before["predict_calls"] == sent
 
 
+def test_the_comparison_sees_what_batching_on_changes(kinds, mlflow_serve, parity_gateway):
+    """The same comparison catches a coalescing that changes answers: with batching `on`, a
+    model whose output depends on the other rows of its call answers with other clients'
+    rows mixed in (so a pass above is not for want of looking)."""
+    sent, diffs = concurrent_diffs("batch_dep", "batch_dep-on", kinds, mlflow_serve, parity_gateway)
+    b = batching_of(parity_gateway, "batch_dep-on")
+    assert b["mode"] == "on" and b["shared_requests"] > 0, b
+    assert diffs and all(d[2].startswith("body") for d in diffs), diffs[:3]
+
+
 def test_state_says_how_each_version_batches_and_why(kinds, parity_gateway):
     state = httpx.get(f"{parity_gateway.url}/admin/state", headers=parity_gateway.auth).json()
     for name, kind in kinds.items():

@@ -42,7 +42,6 @@ class ScoringRequest:
     :param content_type: the Content-Type header (application/json when absent).
     :param fmt: the format field of a JSON body parsed ahead, else None.
     :param data: the value under that field.
-    :param params: the `params` field (None when absent).
     :param n_rows: rows when known ahead, else 1.
     :param batch_key: requests with equal non-None keys can be concatenated (what batching
         `on` groups by).
@@ -56,7 +55,6 @@ class ScoringRequest:
     content_type: str
     fmt: str | None = None
     data: Any = None
-    params: Any = None
     n_rows: int = 1
     batch_key: tuple | None = None
     value_types: tuple | None = None
@@ -94,7 +92,6 @@ def parse_request(body: bytes, content_type: str | None = None) -> ScoringReques
         return req
     req.fmt = fmt = present[0]
     req.data = data = doc[fmt]
-    req.params = doc.get("params")
     n_rows, key = _shape(fmt, data)
     req.n_rows = max(1, n_rows or 0)
     if key is not None and "params" not in doc:

@@ -221,6 +221,11 @@ class PyfuncVersion(LoadedVersion):
         # as `mlflow models serve` does once the model is loaded: models with a type-hint
         # signature then parse their JSON inputs for serving
         os.environ[_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name] = "true"
+        # MLflow's scoring path warns once per refused or odd request (ignored params, the
+        # `instances` conversion note): at a few thousand requests/s that floods the log; the
+        # request log keeps every error instead
+        for name in ("mlflow.pyfunc.scoring_server", "mlflow.models.utils"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         self._schema = model.metadata.get_input_schema()
         self.plan = plan(model, self.batching)
         self._pyfunc = model

@@ -39,6 +39,9 @@ def test_defaults_and_dag_id(tmp_path):
     assert p.steps == [5, 25, 50, 100]
     assert p.canary_steps == [5, 25, 50]
     assert p.trigger.event == "alias" and p.trigger.alias == "challenger"
+    assert p.batching == "auto"
+    assert load_policy(write(tmp_path, "fast", "batching: on")).batching == "on"  # YAML's True
+    assert load_policy(write(tmp_path, "exact", "batching: off")).batching == "off"
 
 
 @pytest.mark.parametrize(
@@ -77,6 +80,7 @@ def test_step_windows_compress_to_seconds(tmp_path):
         ("holdout: {path: x.csv}", "holdout.target", "Field required"),
         ("judge: {alpha: 2}", "judge.alpha", ""),
         ("step_durations: {7: 10}", "(top level)", "not in steps"),
+        ("batching: sometimes", "batching", "'auto', 'off' or 'on'"),
     ],
 )
 def test_invalid_policy_names_file_field_and_expectation(tmp_path, text, field, expected):

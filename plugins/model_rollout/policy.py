@@ -82,6 +82,11 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# YAML reads a bare `on`/`off` as a boolean: take it as the word the user wrote
+Batching = Annotated[
+    Literal["auto", "off", "on"],
+    BeforeValidator(lambda v: ("on" if v else "off") if isinstance(v, bool) else v),
+]
 
 
 class _Strict(BaseModel):
@@ -213,6 +218,14 @@ class Policy(_Strict):
     staging: Staging = Field(default_factory=Staging)
     holdout: Holdout | None = None
     approval: Approval = Field(default_factory=Approval)
+    batching: Batching = Field(
+        "auto",
+        description="How the serving gateway answers concurrent requests to this model's "
+        "versions: auto shares predict calls only where every answer stays what `mlflow models "
+        "serve` gives the request alone; off predicts each request alone; on shares calls "
+        "whenever requests have the same columns (fastest; float outputs may then differ in "
+        "the last digits, and models whose output depends on other rows see them).",
+    )
     stability_window: Duration = Field(
         86400.0, description="How long the previous champion stays in standby."
     )

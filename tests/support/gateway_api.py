@@ -21,7 +21,7 @@ def admin_client(gw) -> httpx.Client:
 def load(
     client: httpx.Client, model: str, version: str, uri: str | None = None, **spec
 ) -> httpx.Response:
-    body = {"uri": uri} if uri else spec
+    body = {"uri": uri, **spec} if uri else spec
     r = client.put(f"/admin/models/{model}/versions/{version}", json=body)
     return r
 

@@ -39,9 +39,19 @@ class TrafficBackend(ABC):
 
     @abstractmethod
     def deploy(
-        self, model: str, version: str, *, uri: str | None = None, upstream: str | None = None
+        self,
+        model: str,
+        version: str,
+        *,
+        uri: str | None = None,
+        upstream: str | None = None,
+        batching: str | None = None,
     ) -> None:
-        """Make a version ready to serve (idempotent); raise TrafficError naming the load error."""
+        """Make a version ready to serve (idempotent); raise TrafficError naming the load error.
+
+        :param batching: the policy's `batching` (auto | off | on); a backend that has no such
+            setting ignores it.
+        """
 
     @abstractmethod
     def retire(self, model: str, version: str) -> None:

@@ -46,11 +46,19 @@ class GatewayBackend(TrafficBackend):
         return r
 
     def deploy(
-        self, model: str, version: str, *, uri: str | None = None, upstream: str | None = None
+        self,
+        model: str,
+        version: str,
+        *,
+        uri: str | None = None,
+        upstream: str | None = None,
+        batching: str | None = None,
     ) -> None:
         body: dict[str, Any] = (
             {"upstream": upstream} if upstream else {"uri": uri or f"models:/{model}/{version}"}
         )
+        if batching is not None and not upstream:
+            body["batching"] = batching
         self._request(
             "PUT", f"/admin/models/{model}/versions/{version}", json=body, timeout=self.load_timeout
         )

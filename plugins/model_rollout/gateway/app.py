@@ -107,16 +107,7 @@ class GatewayApp:
         return admin.authorised(header, self.gateway.settings.token)
 
     async def _invocations(self, name: str, scope, receive, send) -> None:
-        chunks = []
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        ctype = rkey = rid = None
+        ctype = rkey = rid = length = None
         for k, v in scope["headers"]:
             if k == b"content-type":
                 ctype = v.decode("latin-1")
@@ -124,6 +115,27 @@ class GatewayApp:
                 rkey = v.decode("latin-1")
             elif k == b"x-request-id":
                 rid = v.decode("latin-1")
+            elif k == b"content-length":
+                length = v
+        limit = self.gateway.settings.max_body_bytes
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _too_large(send, limit)
+            return
+        chunks = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _too_large(send, limit)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
             ans = await self.gateway.invoke(name, body, ctype, rkey, rid)
         except Exception as exc:  # noqa: BLE001 - a bug must cost one answer, not the process
@@ -138,6 +150,22 @@ class GatewayApp:
         headers.extend((k.encode(), v.encode("latin-1")) for k, v in ans.headers.items())
         await send({"type": "http.response.start", "status": ans.status, "headers": headers})
         await send({"type": "http.response.body", "body": ans.body})
+
+
+async def _too_large(send, limit: int) -> None:
+    """413 for a body over --max-body-size (the connection is closed: the rest is not read)."""
+    body = error_body(
+        f"request body is larger than this gateway's maximum body size of {limit} bytes "
+        f"({limit / 1048576:g} MiB); the operator sets it with --max-body-size",
+        "REQUEST_TOO_LARGE",
+    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def not_routed(request: Request, exc: HTTPException) -> Response:

@@ -8,6 +8,21 @@ import os
 import sys
 
 
+def _size(text: str) -> int:
+    """Bytes from '1048576', '512K', '100M' or '1G' (powers of 1024)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        n = int(t[:-1]) * units[t[-1]] if t and t[-1] in units else int(t)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive size in bytes such as 104857600, 512K or 100M; got {text!r}"
+        )
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="model-gateway",
@@ -38,8 +53,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--route-poll-interval", type=float, default=0.5, help="seconds between route checks"
     )
-    p.add_argument("--max-batch-rows", type=int, default=256)
-    p.add_argument("--predict-timeout", type=float, default=30.0)
+    p.add_argument(
+        "--max-batch-rows", type=int, default=256, help="most rows in one shared predict call"
+    )
+    p.add_argument(
+        "--max-pending-rows",
+        type=int,
+        default=20_000,
+        help="rows that may wait per version; requests arriving beyond get 503 OVERLOADED",
+    )
+    p.add_argument(
+        "--max-body-size",
+        type=_size,
+        default=100 * 1024 * 1024,
+        help="largest scoring request body in bytes (suffixes K, M, G: powers of 1024); "
+        "larger ones get 413. Default 100M, the limit of MLflow's serving container",
+    )
+    p.add_argument(
+        "--batching",
+        choices=("auto", "off", "on"),
+        default="auto",
+        help="batching of versions loaded without their own 'batching' setting: auto shares "
+        "predict calls only where answers stay identical to mlflow models serve's; off "
+        "predicts every request alone; on shares calls whenever requests have the same columns",
+    )
+    p.add_argument(
+        "--predict-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a request waits for its model before a 504 (mlflow models serve's "
+        "default request timeout is 60 s too)",
+    )
     p.add_argument("--shadow-queue-size", type=int, default=1000)
     p.add_argument(
         "--shadow-in-process",
@@ -82,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         flush_interval=args.flush_interval,
         route_poll_interval=args.route_poll_interval,
         max_batch_rows=args.max_batch_rows,
+        max_pending_rows=args.max_pending_rows,
+        max_body_bytes=args.max_body_size,
+        batching=args.batching,
         predict_timeout=args.predict_timeout,
         shadow_queue_size=args.shadow_queue_size,
         shadow_process=not args.shadow_in_process,

@@ -21,7 +21,13 @@ class Settings:
     :param flush_interval: seconds between batched writes of log rows and statistics.
     :param route_poll_interval: seconds between checks for route changes made by other replicas.
     :param max_batch_rows: most rows coalesced into one pyfunc predict call.
-    :param max_pending_rows: rows that may wait for one version before requests get 503.
+    :param max_pending_rows: rows that may wait in one version's queue; a request arriving
+        when that many wait gets 503 OVERLOADED (its own rows are not counted, so a single
+        large request is always served).
+    :param max_body_bytes: largest scoring request body; a larger one gets 413 naming this limit
+        (default 100 MiB, the limit of MLflow's own serving container).
+    :param batching: batching mode of versions loaded without one (auto | off | on; see
+        `batching.py`).
     :param predict_timeout: seconds a request waits for its model before a 504.
     :param shadow_queue_size: mirrored requests that may wait per shadow version; more are dropped.
     :param shadow_batch_wait: seconds a shadow worker lets copies pile up before predicting, so
@@ -46,7 +52,9 @@ class Settings:
     route_poll_interval: float = 0.5
     max_batch_rows: int = 256
     max_pending_rows: int = 20_000
-    predict_timeout: float = 30.0
+    max_body_bytes: int = 100 * 1024 * 1024
+    batching: str = "auto"
+    predict_timeout: float = 60.0
     upstream_timeout: float = 30.0
     shadow_queue_size: int = 1000
     shadow_batch_wait: float = 0.1

@@ -17,10 +17,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from model_rollout.gateway.batching import check_mode
 from model_rollout.gateway.config import Settings
 from model_rollout.gateway.models import LoadedVersion, PyfuncVersion, Result, UpstreamVersion
 from model_rollout.gateway.routing import Route, RouteError
-from model_rollout.gateway.scoring import ScoringError, error_body, parse_request, prediction_rows
+from model_rollout.gateway.scoring import error_body, parse_request, prediction_rows
 from model_rollout.gateway.shadow import ShadowCopy, ShadowMirror, pair_rows
 from model_rollout.gateway.stats import Recorder, snapshot, version_sort_key
 from model_rollout.gateway.store import StaleGeneration, Store
@@ -78,6 +79,7 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._last_retry: dict[tuple[str, str], float] = {}
         self._shadow_runners: dict[tuple[str, str], Any] = {}
+        self.batching: dict[tuple[str, str], str] = {}  # explicit per-version settings
         self.restored = False
         self._id_prefix = uuid.uuid4().hex[:16]
         self._seq = 0
@@ -107,6 +109,7 @@ class Gateway:
         await asyncio.to_thread(self.store.open)
         versions = await asyncio.to_thread(self.store.load_versions)
         routes = await asyncio.to_thread(self.store.load_routes)
+        self.batching = await asyncio.to_thread(self.store.load_batching)
         for model, version, source, kind in versions:
             self._start_load(model, version, source, kind)
         for model, r in routes.items():
@@ -160,6 +163,7 @@ class Gateway:
             source,
             max_batch_rows=s.max_batch_rows,
             max_pending_rows=s.max_pending_rows,
+            batching=self.batching.get((model, version), s.batching),
         )
 
     def _start_load(self, model: str, version: str, source: str, kind: str) -> asyncio.Task:
@@ -194,13 +198,15 @@ class Gateway:
             raise GatewayError(
                 422, "body must be an object with 'uri' or 'upstream'", "INVALID_PARAMETER_VALUE"
             )
-        unknown = set(spec) - {"uri", "upstream"}
+        unknown = set(spec) - {"uri", "upstream", "batching"}
         if unknown or ("uri" in spec and "upstream" in spec):
             raise GatewayError(
                 422,
-                f"body must have either 'uri' (MLflow model URI) or 'upstream' (URL); got fields {sorted(spec)}",
+                f"body must have either 'uri' (MLflow model URI) or 'upstream' (URL), and "
+                f"optionally 'batching'; got fields {sorted(spec)}",
                 "INVALID_PARAMETER_VALUE",
             )
+        mode = self._batching_field(spec)
         if "upstream" in spec:
             url = spec["upstream"]
             if not isinstance(url, str) or not re.match(r"^https?://", url):
@@ -223,6 +229,8 @@ class Gateway:
             running = self._loads.get(key)
             same = cur is not None and cur.source == source and cur.kind == kind
             if same and cur.status == "loaded":
+                if mode is not None:
+                    await self._set_batching(cur, mode)
                 return cur
             if running is not None and not same:
                 raise GatewayError(
@@ -246,7 +254,39 @@ class Gateway:
         self._check_loaded(lv)
         if self.versions.get(key) is lv:
             await asyncio.to_thread(self.store.put_version, model, version, source, kind)
+            if mode is not None:
+                await self._set_batching(lv, mode)
         return lv
+
+    async def _set_batching(self, lv: LoadedVersion, mode: str) -> None:
+        await asyncio.to_thread(self.store.put_batching, lv.model, lv.version, mode)
+        self.batching[(lv.model, lv.version)] = mode
+        lv.set_batching(mode)
+
+    @staticmethod
+    def _batching_field(spec: dict) -> str | None:
+        """The optional `batching` of a version body (auto | off | on; pyfunc versions only)."""
+        if "batching" not in spec:
+            return None
+        try:
+            mode = check_mode(spec["batching"])
+        except ValueError as exc:
+            raise GatewayError(422, str(exc), "INVALID_PARAMETER_VALUE") from None
+        if "upstream" in spec:
+            raise GatewayError(
+                422,
+                "'batching' applies to in-process versions ('uri'), not to 'upstream' ones",
+                "INVALID_PARAMETER_VALUE",
+            )
+        return mode
+
+    def _sync_batching(self, modes: dict[tuple[str, str], str]) -> None:
+        """Apply batching settings made through another replica."""
+        for key, mode in modes.items():
+            lv = self.versions.get(key)
+            if lv is not None and self.batching.get(key) != mode:
+                lv.set_batching(mode)
+        self.batching = modes
 
     @staticmethod
     def _check_loaded(lv: LoadedVersion) -> LoadedVersion:
@@ -286,6 +326,8 @@ class Gateway:
             if task:
                 task.cancel()
             await asyncio.to_thread(self.store.delete_version, model, version)
+            if self.batching.pop(key, None) is not None:
+                await asyncio.to_thread(self.store.put_batching, model, version, None)
         await lv.close()
 
     # -- routes -------------------------------------------------------------------------------
@@ -417,6 +459,7 @@ class Gateway:
             )
             self._shadow_runners[(model, version)] = runner
             runner.prewarm()
+        runner.batching = getattr(lv, "batching", "auto")  # shadows answer as primaries would
         return runner
 
     def _sync_shadow_runners(self) -> None:
@@ -479,12 +522,7 @@ class Gateway:
             )
             self._record(model, version, arm, rid, ts, res)
             return Answer(503, res.body, headers)
-        try:
-            req = parse_request(body, content_type)
-        except ScoringError as exc:
-            res = Result(exc.status, error_body(exc.message, exc.error_code), error=exc.message)
-            self._record(model, version, arm, rid, ts, res)
-            return Answer(exc.status, res.body, headers)
+        req = parse_request(body, content_type)
         res = await lv.predict(req, self.settings.predict_timeout)
         self._record(model, version, arm, rid, ts, res)
         if arm == "primary" and route.shadows:
@@ -498,7 +536,7 @@ class Gateway:
 
     def _record(self, model: str, version: str, arm: str, rid: str, ts: float, res: Result) -> None:
         rows = prediction_rows(res.predictions) if res.status == 200 else None
-        self.recorder.request(model, version, arm, res.status, res.latency_ms, rows)
+        self.recorder.request(model, version, arm, res.counted_status, res.latency_ms, rows)
         self.store.log_request(
             rid, ts, model, version, arm, res.latency_ms, res.status, res.predictions, res.error
         )
@@ -689,6 +727,7 @@ class Gateway:
     async def reconcile(self) -> None:
         """Pick up newer routes (and the versions they name) and retry failed routed loads."""
         routes = await asyncio.to_thread(self.store.load_routes)
+        self._sync_batching(await asyncio.to_thread(self.store.load_batching))
         registry: dict[tuple[str, str], tuple[str, str]] | None = None
         for model, r in routes.items():
             local = self.routes.get(model)

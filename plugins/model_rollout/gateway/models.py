@@ -1,33 +1,36 @@
 """Loaded model versions: MLflow pyfunc in-process (micro-batched) or an upstream URL.
 
-Why a micro-batcher: a pyfunc predict call costs ~2 ms whatever its size (signature
-enforcement and conversions), ~60 us per extra row. Each in-process version has one worker
-thread; while it predicts, new requests queue, and the next call takes all of them at once.
-There is no artificial wait: at low load a request goes straight through, under load the
-batches grow by themselves. The event loop never runs model code.
+Each in-process version has one worker thread; while it predicts, new requests queue, and the
+next turn takes all of them. There is no artificial wait: at low load a request goes straight
+through, under load the turns grow by themselves. The event loop never runs model code.
+
+What a turn does with its requests is the version's batching plan (`batching.py`): each
+request answered alone by MLflow's own scoring function (`scoring.answer_alone`), or requests
+that may share a predict call concatenated, predicted once, and each given its own rows of the
+raw output, serialised as mlflow would serialise them. A shared call that raises, or rows its
+plan cannot certify, are answered alone, so every answer and every error is the request's own.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import inspect
 import logging
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from model_rollout.gateway.batching import Plan, plan
 from model_rollout.gateway.scoring import (
     ScoringRequest,
+    answer_alone,
     combine,
     error_body,
-    predictions_body,
-    split_predictions,
-    to_jsonable,
+    predictions_json,
+    row_count,
+    rows_of,
+    upstream_predictions,
 )
 
 log = logging.getLogger("model_rollout.gateway.models")
@@ -37,11 +40,14 @@ log = logging.getLogger("model_rollout.gateway.models")
 class Result:
     """One request's answer from one version.
 
-    :param status: HTTP status for the client (200, 4xx rejected, 5xx error).
+    :param status: HTTP status for the client (200, else as `mlflow models serve` answers).
     :param body: the response body.
     :param predictions: JSON-able predictions (None unless 200).
     :param error: a short message for the log when status != 200.
     :param latency_ms: model time (queueing for the batch included).
+    :param fault: whose failure a non-200 answer is: "model" (it raised, or its output could
+        not be serialised) or "request" (malformed, or breaking the signature); None for the
+        gateway's own answers (timeouts, overload, unavailable), counted by their status.
     """
 
     status: int
@@ -49,10 +55,17 @@ class Result:
     predictions: Any = None
     error: str | None = None
     latency_ms: float = 0.0
+    fault: str | None = None
 
-
-def _rejected(message: str, code: str = "BAD_REQUEST") -> Result:
-    return Result(400, error_body(message, code), error=message)
+    @property
+    def counted_status(self) -> int:
+        """The status the statistics count. mlflow answers a model that raised with 400, yet
+        the failure is the version's: it counts as an error (5xx), a bad request as rejected."""
+        if self.fault == "model" and self.status < 500:
+            return 500
+        if self.fault == "request" and self.status >= 500:
+            return 400
+        return self.status
 
 
 def _failed(message: str, status: int = 500, code: str = "INTERNAL_ERROR") -> Result:
@@ -71,10 +84,6 @@ def row_chunks(reqs: list[ScoringRequest], max_rows: int):
         rows += n
     if chunk:
         yield chunk
-
-
-class Overloaded(Exception):
-    """Too many rows already waiting for this version."""
 
 
 class LoadedVersion(abc.ABC):
@@ -110,6 +119,9 @@ class LoadedVersion(abc.ABC):
         """Answer several requests; shadows use it to send a whole lane's backlog at once."""
         return list(await asyncio.gather(*(self.predict(r, timeout) for r in reqs)))
 
+    def set_batching(self, mode: str) -> None:  # noqa: B027 - a no-op unless overridden
+        """Only in-process versions batch; others ignore the setting."""
+
     async def close(self, grace: float = 30.0) -> None:
         return None
 
@@ -121,30 +133,67 @@ class _Item:
     t0: float
 
 
+_SHARED_FORMATS = ("dataframe_split", "dataframe_records")
+
+
 class PyfuncVersion(LoadedVersion):
-    """An MLflow pyfunc model loaded in-process, predicting through a micro-batcher."""
+    """An MLflow pyfunc model loaded in-process, predicting in its own worker thread.
+
+    :param batching: auto | off | on (see `batching.py`); `set_batching` changes it live.
+    """
 
     kind = "pyfunc"
 
     def __init__(
-        self, model: str, version: str, source: str, *, max_batch_rows: int, max_pending_rows: int
+        self,
+        model: str,
+        version: str,
+        source: str,
+        *,
+        max_batch_rows: int,
+        max_pending_rows: int,
+        batching: str = "auto",
     ):
         super().__init__(model, version, source)
         self.max_batch_rows = max_batch_rows
         self.max_pending_rows = max_pending_rows
+        self.batching = batching
+        self.plan: Plan | None = None
         self._pyfunc: Any = None
         self._schema: Any = None
-        self._takes_params = False
-        self._raw_inputs = False
-        self.batchable = True
         self._queue: list[_Item] = []
         self._pending_rows = 0
         self._draining = False
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"predict-{model}-{version}"
         )
-        self.batches = 0
-        self.batched_requests = 0
+        self.batches = 0  # worker turns
+        self.batched_requests = 0  # requests answered by those turns
+        self.predict_calls = 0  # model predict calls made (shared or alone)
+        self.shared_requests = 0  # requests answered from a shared call
+        self.uncertified = 0  # requests of shared calls answered alone: a row was not certified
+
+    def describe(self) -> dict:
+        out = super().describe()
+        how = (
+            self.plan.describe()
+            if self.plan is not None
+            else {"mode": self.batching, "coalesces": None, "reason": "not loaded"}
+        )
+        out["batching"] = {
+            **how,
+            "predict_calls": self.predict_calls,
+            "requests": self.batched_requests,
+            "shared_requests": self.shared_requests,
+            "uncertified": self.uncertified,
+        }
+        return out
+
+    def set_batching(self, mode: str) -> None:
+        """Switch the batching mode; the next worker turn uses it."""
+        self.batching = mode
+        if self._pyfunc is not None:
+            self.plan = plan(self._pyfunc, mode)
 
     async def load(self) -> None:
         loop = asyncio.get_running_loop()
@@ -163,16 +212,22 @@ class PyfuncVersion(LoadedVersion):
             )
 
     def _load_sync(self) -> None:
+        import os
+
         import mlflow.pyfunc
+        from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
 
         model = mlflow.pyfunc.load_model(self.source)
-        meta = model.metadata
-        self._schema = meta.get_input_schema()
-        self._takes_params = "params" in inspect.signature(model.predict).parameters
-        try:
-            self._raw_inputs = bool(meta._is_signature_from_type_hint())
-        except Exception:  # noqa: BLE001 - older metadata objects lack it
-            self._raw_inputs = False
+        # as `mlflow models serve` does once the model is loaded: models with a type-hint
+        # signature then parse their JSON inputs for serving
+        os.environ[_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name] = "true"
+        # MLflow's scoring path warns once per refused or odd request (ignored params, the
+        # `instances` conversion note): at a few thousand requests/s that floods the log; the
+        # request log keeps every error instead
+        for name in ("mlflow.pyfunc.scoring_server", "mlflow.models.utils"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        self._schema = model.metadata.get_input_schema()
+        self.plan = plan(model, self.batching)
         self._pyfunc = model
 
     async def predict(self, req: ScoringRequest, timeout: float) -> Result:
@@ -180,14 +235,14 @@ class PyfuncVersion(LoadedVersion):
             return _failed(
                 f"version {self.version} of {self.model!r} is {self.status}", 503, "UNAVAILABLE"
             )
-        rows = req.n_rows or 1
-        if self._pending_rows + rows > self.max_pending_rows:
+        if self._pending_rows >= self.max_pending_rows:
             return _failed(
-                f"version {self.version} of {self.model!r} is overloaded "
-                f"({self._pending_rows} rows waiting)",
+                f"version {self.version} of {self.model!r} is overloaded: {self._pending_rows} "
+                f"rows are waiting, the limit is {self.max_pending_rows} (--max-pending-rows)",
                 503,
                 "OVERLOADED",
             )
+        rows = req.n_rows or 1
         loop = asyncio.get_running_loop()
         item = _Item(req, loop.create_future(), time.perf_counter())
         self._queue.append(item)
@@ -205,7 +260,7 @@ class PyfuncVersion(LoadedVersion):
             )
 
     async def predict_many(self, reqs: list[ScoringRequest], timeout: float) -> list[Result]:
-        """One coalesced call for many requests, straight to the worker thread (no per-request
+        """One worker turn for many requests, straight to the worker thread (no per-request
         futures): the cheap path for mirrored copies, which nobody waits for."""
         if self.status != "loaded":
             return [await self.predict(r, timeout) for r in reqs]
@@ -226,8 +281,6 @@ class PyfuncVersion(LoadedVersion):
                     )
                     for _ in chunk
                 ]
-            self.batches += 1
-            self.batched_requests += len(chunk)
             results.extend(part)
         ms = (time.perf_counter() - t0) * 1000.0
         for r in results:
@@ -256,8 +309,6 @@ class PyfuncVersion(LoadedVersion):
                 except Exception as exc:  # noqa: BLE001 - never leave a request hanging
                     results = [_failed(f"batch failed: {exc}")] * len(batch)
                 now = time.perf_counter()
-                self.batches += 1
-                self.batched_requests += len(batch)
                 for it, res in zip(batch, results, strict=True):
                     res.latency_ms = (now - it.t0) * 1000.0
                     if not it.future.done():
@@ -267,129 +318,113 @@ class PyfuncVersion(LoadedVersion):
 
     # -- worker thread -------------------------------------------------------------------------
     def _run_batch(self, reqs: list[ScoringRequest], want_body: bool = True) -> list[Result]:
+        """Answer one turn's requests: shared calls where the plan allows, else alone."""
+        how = self.plan
         results: list[Result | None] = [None] * len(reqs)
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(reqs):
-            if r.batch_key is not None and self.batchable and not r.params:
-                groups.setdefault(r.batch_key, []).append(i)
-            else:
-                results[i] = self._predict_one(r, want_body)
+            key = _group_key(r, how)
+            if key is not None:
+                groups.setdefault(key, []).append(i)
         for idxs in groups.values():
-            if len(idxs) == 1:
-                results[idxs[0]] = self._predict_one(reqs[idxs[0]], want_body)
-                continue
-            group = [reqs[i] for i in idxs]
-            try:
-                raw = self._call(combine(group), None)
-                parts = split_predictions(to_jsonable(raw), [r.n_rows for r in group])
-            except Exception:  # noqa: BLE001 - isolate the culprit: each request alone
-                parts = None
-            else:
-                if parts is None:
-                    self.batchable = False  # output not row-aligned: predict one by one
-                    log.info(
-                        "%s/%s: predictions not row-aligned; batching off", self.model, self.version
-                    )
-            if parts is None:
-                for i in idxs:
-                    results[i] = self._predict_one(reqs[i], want_body)
-                continue
-            for i, part in zip(idxs, parts, strict=True):
-                results[i] = Result(200, predictions_body(part) if want_body else b"", part)
+            if len(idxs) > 1:
+                shared = self._shared([reqs[i] for i in idxs], how, want_body)
+                for i, res in zip(idxs, shared, strict=True):
+                    results[i] = res
+        for i, r in enumerate(reqs):
+            if results[i] is None:
+                results[i] = self._alone(r, want_body)
+        self.batches += 1
+        self.batched_requests += len(reqs)
         return results  # type: ignore[return-value]
 
-    def _call(self, payload: dict, params: dict | None) -> Any:
-        if self._raw_inputs:
-            if "inputs" not in payload:
-                from mlflow.exceptions import MlflowException
+    def _shared(self, group: list[ScoringRequest], how: Plan, want_body: bool) -> list:
+        """One predict call for a group; per request its Result, or None to answer it alone."""
+        from mlflow.pyfunc.scoring_server import infer_and_parse_data
 
-                raise MlflowException.invalid_parameter_value(
-                    "this model's signature comes from type hints: send the 'inputs' field"
+        alone: list = [None] * len(group)
+        counts = [r.n_rows for r in group]
+        try:
+            frame = infer_and_parse_data(combine(group), self._schema)
+            self.predict_calls += 1
+            raw = self._pyfunc.predict(frame)
+        except Exception:  # noqa: BLE001 - each alone: every error belongs to its own request
+            return alone
+        if row_count(raw) != sum(counts):
+            if how.mode == "on":  # outputs not row-aligned (e.g. a dict): alone from now on
+                self.plan = Plan("on", False, False, "on, predicted alone: outputs not row-aligned")
+                log.info(
+                    "%s/%s: predictions not row-aligned; batching off", self.model, self.version
                 )
-            data = payload["inputs"]
-        else:
-            from mlflow.pyfunc.scoring_server import infer_and_parse_data
+            return alone
+        certified = None
+        if how.check is not None:
+            try:
+                certified = how.check(frame, raw)
+            except Exception:  # noqa: BLE001 - cannot certify: alone
+                log.exception("%s/%s: certifying a shared call failed", self.model, self.version)
+                return alone
+        out: list = []
+        pos = 0
+        for n in counts:
+            if certified is not None and not certified[pos : pos + n].all():
+                self.uncertified += 1
+                out.append(None)
+            else:
+                try:
+                    body, preds = predictions_json(rows_of(raw, pos, pos + n))
+                except (TypeError, ValueError):
+                    out.append(None)  # alone, where mlflow's own error answer is made
+                else:
+                    self.shared_requests += 1
+                    out.append(Result(200, body if want_body else b"", preds))
+            pos += n
+        return out
 
-            data = infer_and_parse_data(payload, self._schema)
-        if self._takes_params:
-            return self._pyfunc.predict(data, params=params)
-        return self._pyfunc.predict(data)
-
-    def _predict_one(self, req: ScoringRequest, want_body: bool = True) -> Result:
+    def _alone(self, req: ScoringRequest, want_body: bool = True) -> Result:
+        self.predict_calls += 1
+        got = answer_alone(self._pyfunc, self._schema, req)
+        if got.status == 200:
+            return Result(200, got.body if want_body else b"", got.predictions)
         from mlflow.exceptions import MlflowException
 
-        try:
-            raw = self._call(req.payload(), req.params)
-        except MlflowException as exc:
-            status = exc.get_http_status_code()
-            code = exc.error_code
-            msg = _short(exc.message)
-            if status >= 500:
-                return _failed(f"model raised: {msg}", 500, code)
-            return _rejected(f"input rejected by version {self.version}: {msg}", code)
-        except Exception as exc:  # noqa: BLE001 - a model that raises is that version's error
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            if fault := self._input_fault(req):
-                # ... unless the input broke the contract the model was logged with
-                return _rejected(
-                    f"input rejected by version {self.version}: {fault}; "
-                    f"the model raised {_short(detail, 300)}",
-                    "INVALID_PARAMETER_VALUE",
-                )
-            return _failed(f"model raised {_short(detail)}")
-        preds = to_jsonable(raw)
-        if not want_body:  # a shadow: nobody reads the body
-            return Result(200, b"", preds)
-        try:
-            body = predictions_body(preds)
-        except (TypeError, ValueError) as exc:
-            return _failed(f"predictions are not JSON-serialisable: {exc}")
-        return Result(200, body, preds)
+        exc = got.error
+        detail = _short(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}", 300)
+        if got.stage == "serialize":
+            return Result(
+                got.status, got.body, error=f"output not serialisable: {detail}", fault="model"
+            )
+        if got.stage == "predict" and not isinstance(exc, MlflowException):
+            fault = self._input_fault(got.model_input)
+            if fault is None:
+                return Result(got.status, got.body, error=f"model raised {detail}", fault="model")
+            return Result(
+                got.status,
+                got.body,
+                error=f"input rejected: {fault}; the model raised {detail}",
+                fault="request",
+            )
+        # the request did not parse, or the signature (or the model, with MLflow's error
+        # codes) refused it: 4xx is the request's fault, 5xx the model's
+        fault = "model" if got.stage == "predict" and got.status >= 500 else "request"
+        return Result(got.status, got.body, error=detail, fault=fault)
 
-    def _input_fault(self, req: ScoringRequest) -> str | None:
+    def _input_fault(self, data: Any) -> str | None:
         """Why the model raising is the request's fault, or None (then it is the version's).
 
         Asked only after the model raised, so it costs nothing on the way of a good request:
-        a request without rows, a null in a column the signature requires, or an infinite
-        number ("Inf" is a float to MLflow). MLflow's schema enforcement lets these through a
-        numeric column, and a model that cannot take them then raises; yet MLflow infers
-        `required` from the logged example having no missing values there. A model that
-        copes with them never gets here.
+        a request without rows, a null in a column the signature requires (MLflow infers
+        `required` from the logged example having no missing values there), or, without
+        named columns in the signature, a null/NaN or infinite number anywhere in the input;
+        an infinite number in any float column. MLflow's schema enforcement lets these through,
+        and a model that cannot take them then raises. A model that copes never gets here.
         """
-        if req.n_rows == 0:
-            return "the request has no rows"
-        schema = self._schema
-        if schema is None or self._raw_inputs or not schema.has_input_names():
-            return None
         try:
-            import numpy as np
-            import pandas as pd
-            from mlflow.models.utils import _enforce_schema
-            from mlflow.pyfunc.scoring_server import infer_and_parse_data
-            from mlflow.types import DataType
+            from model_rollout.gateway.inputs import input_fault
 
-            frame = _enforce_schema(infer_and_parse_data(req.payload(), schema), schema)
-            if not isinstance(frame, pd.DataFrame):
-                return None
-            if frame.empty:
-                return "the request has no rows"
-            for c in schema.inputs:
-                if not isinstance(c.type, DataType) or c.name not in frame.columns:
-                    continue
-                col = frame[c.name]
-                if c.required and (rows := np.flatnonzero(col.isna().to_numpy())).size:
-                    return (
-                        f"column {c.name!r} is required by the model signature, "
-                        f"but row {int(rows[0])} has no value (null or missing)"
-                    )
-                if (
-                    pd.api.types.is_float_dtype(col.dtype)
-                    and (rows := np.flatnonzero(np.isinf(col.to_numpy()))).size
-                ):
-                    return f"column {c.name!r} is infinite in row {int(rows[0])}"
+            return input_fault(data, self._schema)
         except Exception:  # noqa: BLE001 - cannot tell: leave it the model's error
             return None
-        return None
 
     async def close(self, grace: float = 30.0) -> None:
         """Stop after the requests already queued are answered (bounded by `grace`): an unload
@@ -398,6 +433,17 @@ class PyfuncVersion(LoadedVersion):
         while (self._queue or self._draining) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         self._executor.shutdown(wait=False, cancel_futures=False)
+
+
+def _group_key(req: ScoringRequest, how: Plan | None) -> tuple | None:
+    """Requests with equal keys may share a predict call under the plan; None: alone."""
+    if how is None or not how.coalesce or req.batch_key is None:
+        return None
+    if not how.strict:
+        return req.batch_key
+    if req.fmt not in _SHARED_FORMATS or req.value_types is None:
+        return None
+    return (req.batch_key, req.value_types)
 
 
 def _short(text: str, limit: int = 1000) -> str:
@@ -444,7 +490,7 @@ class UpstreamVersion(LoadedVersion):
             resp = await self._client.post(
                 self.source,
                 content=req.body,
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": req.content_type},
                 timeout=min(timeout, self.timeout),
             )
         except httpx.TimeoutException:
@@ -457,9 +503,8 @@ class UpstreamVersion(LoadedVersion):
             body = resp.content
             if resp.status_code == 200:
                 try:
-                    preds = orjson.loads(body).get("predictions")
-                    res = Result(200, body, preds)
-                except (orjson.JSONDecodeError, AttributeError):
+                    res = Result(200, body, upstream_predictions(body))
+                except ValueError:
                     res = _failed(
                         f"upstream {self.source} answered 200 without JSON predictions",
                         502,

@@ -1,59 +1,32 @@
-"""MLflow's scoring protocol on the wire: parse requests, serialise predictions.
+"""MLflow's scoring protocol on the wire, answered exactly as `mlflow models serve` answers it.
 
-The request body is checked here, on the event loop, cheaply and structurally, so that a
-malformed request gets a 400 naming what was wrong before it ever reaches a model. The heavy
-part (building the DataFrame, schema enforcement) is left to MLflow's own parser, run in the
-model's worker thread over a whole coalesced batch, so answers match `mlflow models serve`.
+A request alone is answered by MLflow's own `scoring_server.invocations` (content types, CSV,
+parquet, JSON formats, params, tolerated extra fields, status and error codes), so its answer
+is byte-identical to mlflow's by construction. The gateway only watches that call through
+`_Probe` (what the model was given, what it returned or raised) to tell a model's failure
+from a bad request for the statistics, without changing the answer.
 
-Requests whose structure makes their rows independent (same format, same columns, no
-`params`, no `index`) share a *batch key*: their payloads can be concatenated into one
-payload, parsed and predicted once, and the predictions split back by row counts.
+On the event loop a JSON body is parsed ahead (cheap, orjson) only to count its rows and to
+derive its *batch key*: requests with equal keys can be concatenated into one payload. Nothing
+is refused there; every decision about a request's validity is MLflow's, in the worker thread.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from io import StringIO
 from typing import Any
 
 import orjson
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-_FORMAT_LIST = ", ".join(FORMATS)
-
-
-class ScoringError(Exception):
-    """A request the gateway refuses (4xx); the message names what was wrong."""
-
-    def __init__(self, message: str, status: int = 400, error_code: str = "BAD_REQUEST"):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.error_code = error_code
-
-
-@dataclass(slots=True)
-class ScoringRequest:
-    """One parsed scoring request.
-
-    :param body: the raw bytes (forwarded verbatim to upstream versions).
-    :param fmt: which of FORMATS the body used.
-    :param data: the value under that field.
-    :param params: the optional `params` object.
-    :param n_rows: rows in this request when known (needed to split a batch).
-    :param batch_key: requests with equal non-None keys can be concatenated.
-    """
-
-    body: bytes
-    fmt: str
-    data: Any
-    params: dict | None
-    n_rows: int | None
-    batch_key: tuple | None
-
-    def payload(self) -> dict:
-        """The request as MLflow's parser expects it (format field only)."""
-        return {self.fmt: self.data}
+JSON = "application/json"
+# Bodies larger than this are not parsed on the event loop: they are answered alone (MLflow
+# parses them in the worker thread) and count as one row toward the overload bound.
+PARSE_AHEAD_BYTES = 1 << 20
+_LLM_KEYS = ("messages", "prompt", "input")  # MLflow's unified LLM input: not batched
+_INT64 = 1 << 63
 
 
 def error_body(message: str, error_code: str = "BAD_REQUEST") -> bytes:
@@ -61,105 +34,96 @@ def error_body(message: str, error_code: str = "BAD_REQUEST") -> bytes:
     return orjson.dumps({"error_code": error_code, "message": message})
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
+@dataclass(slots=True)
+class ScoringRequest:
+    """One scoring request as received, plus what the event loop learned about it.
+
+    :param body: the raw bytes (what MLflow's parser and upstream versions get).
+    :param content_type: the Content-Type header (application/json when absent).
+    :param fmt: the format field of a JSON body parsed ahead, else None.
+    :param data: the value under that field.
+    :param n_rows: rows when known ahead, else 1.
+    :param batch_key: requests with equal non-None keys can be concatenated (what batching
+        `on` groups by).
+    :param value_types: per column, the JSON type of every value (one type per column in every
+        row), for `dataframe_split`/`dataframe_records` bodies; None otherwise. Batching `auto`
+        only concatenates requests whose keys *and* value types are equal, so the merged frame
+        gets, column by column, the dtype each request would get alone.
+    """
+
+    body: bytes
+    content_type: str
+    fmt: str | None = None
+    data: Any = None
+    n_rows: int = 1
+    batch_key: tuple | None = None
+    value_types: tuple | None = None
+
+    def payload(self) -> dict:
+        """The request as MLflow's parser expects it (format field only)."""
+        return {self.fmt: self.data}
+
+
+def _plain_json(content_type: str) -> bool:
+    """Whether MLflow reads this content type as plain JSON (charset utf-8 at most)."""
+    mime, *rest = (p.strip() for p in content_type.split(";"))
+    if mime != JSON:
+        return False
+    for pair in rest:
+        key, _, value = pair.partition("=")
+        if key != "charset" or value.lower() != "utf-8":
+            return False
+    return True
 
 
 def parse_request(body: bytes, content_type: str | None = None) -> ScoringRequest:
-    """Check a scoring request's structure and derive its batch key; raise ScoringError."""
-    if content_type:
-        mime = content_type.split(";", 1)[0].strip().lower()
-        if mime and mime != "application/json":
-            raise ScoringError(
-                f"content type {mime!r} is not supported; send application/json "
-                f"with one of the fields {_FORMAT_LIST}",
-                status=415,
-                error_code="UNSUPPORTED_MEDIA_TYPE",
-            )
-    if not body:
-        raise ScoringError(
-            f"request body is empty; expected a JSON object with one of {_FORMAT_LIST}"
-        )
+    """Learn what can be learned cheaply about a request; never refuses one."""
+    req = ScoringRequest(body, content_type or JSON)
+    if len(body) > PARSE_AHEAD_BYTES or not _plain_json(req.content_type):
+        return req
     try:
         doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ScoringError(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ScoringError(
-            f"request body must be a JSON object with exactly one of the fields {_FORMAT_LIST}; "
-            f"got {_type_name(doc)}"
-        )
+    except orjson.JSONDecodeError:
+        return req  # MLflow's own parser decides (it also reads NaN, Infinity, big integers)
+    if not isinstance(doc, dict) or any(k in doc for k in _LLM_KEYS):
+        return req
     present = [k for k in FORMATS if k in doc]
     if len(present) != 1:
-        raise ScoringError(
-            f"request body must have exactly one of the fields {_FORMAT_LIST}; "
-            f"got fields {sorted(doc)}"
-        )
-    fmt = present[0]
-    extra = set(doc) - {fmt, "params"}
-    if extra:
-        raise ScoringError(
-            f"unexpected fields {sorted(extra)} beside {fmt!r}; only 'params' may accompany it"
-        )
-    params = doc.get("params")
-    if params is not None and not isinstance(params, dict):
-        raise ScoringError(f"'params' must be an object; got {_type_name(params)}")
-    data = doc[fmt]
+        return req
+    req.fmt = fmt = present[0]
+    req.data = data = doc[fmt]
     n_rows, key = _shape(fmt, data)
-    if params and key is not None:
-        key = (*key, orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
-    return ScoringRequest(body, fmt, data, params or None, n_rows, key)
+    req.n_rows = max(1, n_rows or 0)
+    if key is not None and "params" not in doc:
+        req.batch_key = key
+        req.value_types = _value_types(fmt, data)
+    return req
 
 
 def _shape(fmt: str, data: Any) -> tuple[int | None, tuple | None]:
-    """Validate the format's value; return (rows, batch key)."""
+    """(rows, batch key) of a format's value; (None, None) when it cannot be told."""
     if fmt == "dataframe_split":
-        if not isinstance(data, dict):
-            raise ScoringError(
-                f"'dataframe_split' must be an object with 'columns' and 'data'; got {_type_name(data)}"
-            )
-        extra = set(data) - {"columns", "data", "index"}
-        if "data" not in data or extra:
-            raise ScoringError(
-                "'dataframe_split' must have a 'data' field and optionally 'columns' and 'index'; "
-                f"got fields {sorted(data)}"
-            )
-        rows = data["data"]
+        if not isinstance(data, dict) or set(data) - {"columns", "data"}:
+            return None, None  # an index, other fields or no object: answered alone
+        rows = data.get("data")
         if not isinstance(rows, list):
-            raise ScoringError(
-                f"'dataframe_split.data' must be a list of rows; got {_type_name(rows)}"
-            )
-        columns = data.get("columns")
-        if columns is not None and not isinstance(columns, list):
-            raise ScoringError(
-                f"'dataframe_split.columns' must be a list of names; got {_type_name(columns)}"
-            )
-        if not rows or "index" in data or not all(isinstance(r, list) for r in rows):
+            return None, None
+        if not rows or not all(isinstance(r, list) for r in rows):
             return len(rows), None
         width = len(rows[0])
-        if any(len(r) != width for r in rows):
+        columns = data.get("columns")
+        if any(len(r) != width for r in rows) or not (
+            columns is None
+            or (isinstance(columns, list) and all(isinstance(c, str) for c in columns))
+        ):
             return len(rows), None
-        cols = tuple(columns) if columns is not None else None
-        if cols is not None and not all(isinstance(c, str) for c in cols):
-            return len(rows), None
-        return len(rows), ("split", cols, width)
+        return len(rows), ("split", tuple(columns) if columns is not None else None, width)
     if fmt == "dataframe_records":
         if not isinstance(data, list):
-            raise ScoringError(
-                f"'dataframe_records' must be a list of records (objects); got {_type_name(data)}"
-            )
+            return None, None
         return len(data), _records_key("records", data)
     if fmt == "instances":
-        if not isinstance(data, (list, dict)):
-            raise ScoringError(
-                f"'instances' must be a list of instances (or an object of columns); "
-                f"got {_type_name(data)}"
-            )
-        if isinstance(data, dict):
+        if not isinstance(data, list):
             return None, None
         return len(data), _list_key("instances", data)
     # inputs: anything JSON; lists and objects of equal-length lists batch
@@ -186,8 +150,7 @@ def _records_key(tag: str, data: list) -> tuple | None:
     if not data or not all(isinstance(r, dict) for r in data):
         return None
     keys = tuple(data[0])
-    ks = set(keys)
-    if any(set(r) != ks for r in data[1:]):
+    if any(tuple(r) != keys for r in data[1:]):
         return None
     return (tag + "-records", keys)
 
@@ -208,6 +171,26 @@ def _list_key(tag: str, data: list) -> tuple | None:
     if all(not isinstance(x, (list, dict)) for x in data):
         return (tag + "-scalars",)
     return None
+
+
+def _value_types(fmt: str, data: Any) -> tuple | None:
+    """Per column, the one JSON type all its values have (None when a column mixes types, holds
+    lists or objects, or an integer outside int64: pandas would then infer per batch)."""
+    if fmt == "dataframe_split":
+        rows = data["data"]
+    elif fmt == "dataframe_records":
+        keys = tuple(data[0])
+        rows = [[r[k] for k in keys] for r in data]
+    else:
+        return None
+    types = tuple(type(v) for v in rows[0])
+    for row in rows:
+        for v, t in zip(row, types, strict=True):
+            if type(v) is not t or t is list or t is dict:
+                return None
+            if t is int and not -_INT64 <= v < _INT64:
+                return None
+    return types
 
 
 def combine(requests: list[ScoringRequest]) -> dict:
@@ -236,44 +219,142 @@ def combine(requests: list[ScoringRequest]) -> dict:
     return {fmt: rows}
 
 
-def to_jsonable(raw: Any) -> Any:
-    """Predictions as plain JSON-able data, exactly as `mlflow models serve` converts them."""
+# -- answering -------------------------------------------------------------------------------
+
+_UNSET = object()
+
+
+class _Probe:
+    """Stands in for the pyfunc model inside MLflow's `invocations`: passes every call through
+    and remembers what the model was given and what it returned or raised. `invocations` uses
+    only `metadata` and `predict(data, params=...)`."""
+
+    def __init__(self, model: Any):
+        self._model = model
+        self.metadata = model.metadata
+        self.data: Any = _UNSET
+        self.raw: Any = _UNSET
+        self.raised: BaseException | None = None
+
+    def predict(self, data, params=None):
+        self.data = data
+        try:
+            self.raw = self._model.predict(data, params=params)
+        except BaseException as exc:
+            self.raised = exc
+            raise
+        return self.raw
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What answering a request alone gave.
+
+    :param status: HTTP status, as `mlflow models serve` would answer.
+    :param body: the response body (JSON, as mlflow's).
+    :param predictions: the JSON-able predictions (200 only).
+    :param stage: where a failure arose: "parse" (the request), "predict" (the model or its
+        schema enforcement) or "serialize" (the model's output); None on success.
+    :param error: what failed, for the log and for telling whose fault it was: the exception
+        the model (or the signature's enforcement) raised at the "predict" stage, else the
+        one MLflow's scoring function raised.
+    :param model_input: what the model was given (set once parsing succeeded).
+    """
+
+    status: int
+    body: bytes
+    predictions: Any = None
+    stage: str | None = None
+    error: BaseException | None = None
+    model_input: Any = None
+
+
+def answer_alone(model: Any, schema: Any, req: ScoringRequest) -> Outcome:
+    """Answer one request with MLflow's own scoring function."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc.scoring_server import invocations
+    from mlflow.utils.proto_json_utils import _get_jsonable_obj
+
+    probe = _Probe(model)
+    try:
+        resp = invocations(req.body, req.content_type, probe, schema)
+    except Exception as exc:  # noqa: BLE001 - mlflow answers these as error responses too
+        stage = (
+            "parse"
+            if probe.data is _UNSET
+            else ("predict" if probe.raised is not None else "serialize")
+        )
+        given = None if probe.data is _UNSET else probe.data
+        cause = probe.raised if stage == "predict" else exc  # what the model itself raised
+        if isinstance(exc, MlflowException):
+            return Outcome(
+                exc.get_http_status_code(),
+                exc.serialize_as_json().encode(),
+                None,
+                stage,
+                cause,
+                given,
+            )
+        # mlflow's server would answer a bare 500 "Internal Server Error": a request that its
+        # parser cannot digest (e.g. JSON nested too deep) is the client's, so 400 here.
+        status, code = (400, "BAD_REQUEST") if stage == "parse" else (500, "INTERNAL_ERROR")
+        message = f"{type(exc).__name__}: {exc}"
+        return Outcome(status, error_body(message, code), None, stage, cause, given)
+    body = resp.response.encode() if isinstance(resp.response, str) else resp.response
+    if resp.status != 200:  # 415: content types mlflow does not read (a plain-text answer)
+        return Outcome(
+            resp.status, error_body(resp.response, "UNSUPPORTED_MEDIA_TYPE"), None, "parse"
+        )
+    return Outcome(200, body, _get_jsonable_obj(probe.raw, pandas_orient="records"))
+
+
+def rows_of(raw: Any, start: int, stop: int) -> Any:
+    """Rows [start, stop) of a batch's raw predictions, in the raw type (None when the output
+    is not a row sequence), so that they serialise as that request's own predictions would."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(raw, np.ndarray) and raw.ndim >= 1:
+        return raw[start:stop]
+    if isinstance(raw, (pd.DataFrame, pd.Series)):
+        return raw.iloc[start:stop]
+    if isinstance(raw, list):
+        return raw[start:stop]
+    return None
+
+
+def row_count(raw: Any) -> int | None:
+    """How many rows a batch's raw predictions hold (None when not a row sequence)."""
     import numpy as np
     import pandas as pd
 
     if isinstance(raw, np.ndarray):
-        return raw.tolist()
-    if isinstance(raw, pd.DataFrame):
-        return raw.to_dict(orient="records")
-    if isinstance(raw, pd.Series):
-        return pd.DataFrame(raw).to_dict(orient="records")
-    return raw
+        return raw.shape[0] if raw.ndim >= 1 else None
+    if isinstance(raw, (pd.DataFrame, pd.Series, list)):
+        return len(raw)
+    return None
 
 
-_ENCODER = None
+def predictions_json(raw: Any) -> tuple[bytes, Any]:
+    """(body, JSON-able predictions) exactly as mlflow's `predictions_to_json` writes them."""
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+    from mlflow.utils.proto_json_utils import _get_jsonable_obj
+
+    out = StringIO()
+    predictions_to_json(raw, out)
+    return out.getvalue().encode(), _get_jsonable_obj(raw, pandas_orient="records")
 
 
-def predictions_body(predictions: Any) -> bytes:
-    """`{"predictions": ...}` serialised with MLflow's NumpyEncoder, as its server does."""
-    global _ENCODER
-    if _ENCODER is None:
-        from mlflow.utils.proto_json_utils import NumpyEncoder
-
-        _ENCODER = NumpyEncoder
-    return json.dumps({"predictions": predictions}, cls=_ENCODER).encode()
-
-
-def split_predictions(jsonable: Any, counts: list[int]) -> list[Any] | None:
-    """Split batch predictions by request row counts; None when they cannot be split."""
-    total = sum(counts)
-    if not isinstance(jsonable, list) or len(jsonable) != total:
-        return None
-    out = []
-    pos = 0
-    for n in counts:
-        out.append(jsonable[pos : pos + n])
-        pos += n
-    return out
+def upstream_predictions(body: bytes) -> Any:
+    """The predictions in an upstream server's 200 answer (mlflow may write NaN, which orjson
+    refuses); raises ValueError when there are none."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = json.loads(body)
+    if not isinstance(doc, dict) or "predictions" not in doc:
+        raise ValueError("no 'predictions' field")
+    return doc["predictions"]
 
 
 def prediction_rows(predictions: Any) -> list:

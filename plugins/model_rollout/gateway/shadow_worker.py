@@ -49,9 +49,11 @@ def _init(
             os.nice(nice)
 
 
-def _run(reqs: list) -> list:
+def _run(reqs: list, batching: str = "auto") -> list:
     if _VERSION is None:
         raise RuntimeError(f"the shadow worker has no model: {_LOAD_ERROR}")
+    if _VERSION.batching != batching:  # the version's setting, as its primary answers use it
+        _VERSION.set_batching(batching)
     return _VERSION._run_batch(reqs, False)  # noqa: SLF001
 
 
@@ -107,6 +109,7 @@ class ShadowProcess:
         self.nice = nice
         self.status = "loading"
         self.error: str | None = None
+        self.batching = "auto"  # the version's batching mode, kept current by the gateway
         self._failed_at = 0.0
         self._start = 0  # counts starts; a superseded start's ping must not set the status
         self._pool: ProcessPoolExecutor | None = None
@@ -184,7 +187,9 @@ class ShadowProcess:
                 results.extend(_failed(unavailable, 503, "UNAVAILABLE") for _ in chunk)
                 continue
             try:
-                part = await asyncio.wait_for(loop.run_in_executor(pool, _run, chunk), timeout)
+                part = await asyncio.wait_for(
+                    loop.run_in_executor(pool, _run, chunk, self.batching), timeout
+                )
             except TimeoutError:
                 late = (
                     f"shadow {self.version} of {self.model!r} did not answer within {timeout:g} s"

@@ -47,6 +47,12 @@ _SCHEMA = [
         kind TEXT NOT NULL,
         updated_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (model, version))""",
+    """CREATE TABLE IF NOT EXISTS gw_batching (
+        model TEXT NOT NULL,
+        version TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (model, version))""",
     """CREATE TABLE IF NOT EXISTS gw_requests (
         request_id TEXT NOT NULL,
         ts DOUBLE PRECISION NOT NULL,
@@ -167,8 +173,10 @@ def _dumps(value: Any) -> str | None:
         return None
     try:
         return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    except TypeError:
-        return orjson.dumps(value, default=str).decode()
+    except TypeError:  # e.g. records with integer column names, as mlflow answers them
+        return orjson.dumps(
+            value, default=str, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+        ).decode()
 
 
 class _Db:
@@ -646,6 +654,35 @@ class Store:
                 "source = excluded.source, kind = excluded.kind, updated_at = excluded.updated_at",
                 (model, version, source, kind, time.time()),
             )
+            db.commit()
+
+        self._read(run)
+
+    def load_batching(self) -> dict[tuple[str, str], str]:
+        """Per-version batching modes set through the admin API: (model, version) -> mode."""
+        return self._read(
+            lambda db: {
+                (r[0], r[1]): r[2]
+                for r in db.execute("SELECT model, version, mode FROM gw_batching").fetchall()
+            }
+        )
+
+    def put_batching(self, model: str, version: str, mode: str | None) -> None:
+        """Record a version's batching mode (None: forget it, the gateway default applies)."""
+
+        def run(db: _Db):
+            db.begin(immediate=True)
+            if mode is None:
+                db.execute(
+                    "DELETE FROM gw_batching WHERE model = ? AND version = ?", (model, version)
+                )
+            else:
+                db.execute(
+                    "INSERT INTO gw_batching (model, version, mode, updated_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (model, version) DO UPDATE SET "
+                    "mode = excluded.mode, updated_at = excluded.updated_at",
+                    (model, version, mode, time.time()),
+                )
             db.commit()
 
         self._read(run)

@@ -114,11 +114,11 @@ def deploy_staging(policy: Policy, **context) -> dict[str, Any]:
     backend = _backend()
     inc = r.get("incumbent")
     if inc:
-        backend.deploy(policy.model, inc)
+        backend.deploy(policy.model, inc, batching=policy.batching)
         route = backend.route(policy.model)
         if not route.weights:  # a fresh gateway: adopt the champion as the whole route
             backend.set_traffic(policy.model, {inc: 100}, [])
-    backend.deploy(policy.model, r["candidate"])
+    backend.deploy(policy.model, r["candidate"], batching=policy.batching)
     route = backend.route(policy.model)
     # A first rollout has no live route yet: the staging slot is then the model's only entry.
     backend.set_traffic(policy.model, route.weights, list(route.shadows), staging=r["candidate"])
@@ -393,7 +393,7 @@ def cutover(policy: Policy, **context) -> dict[str, Any]:
     cand, inc = r["candidate"], r.get("incumbent")
     backend = _backend()
     if r.get("first_rollout"):
-        backend.deploy(policy.model, cand)
+        backend.deploy(policy.model, cand, batching=policy.batching)
     route = backend.set_traffic(policy.model, {cand: 100}, [], staging=None)
     reg = _registry()
     now = _now()

@@ -153,15 +153,14 @@ def admin(gw: GatewayProcess) -> httpx.Client:
 
 
 def setup_gateway(gw: GatewayProcess, name: str) -> None:
+    from support.gateway_api import load
+
     versions = {"b": ["1"], "b-off": ["1"], "b-on": ["1"], "c": ["1", "2"], "d": ["1", "2", "3"]}
     with admin(gw) as c:
         for model, vs in versions.items():
             for v in vs:
-                spec = {"uri": f"models:/{name}/{v}"}
-                if model in ("b-off", "b-on"):
-                    spec["batching"] = model[2:]
-                r = c.put(f"/admin/models/{model}/versions/{v}", json=spec)
-                r.raise_for_status()
+                spec = {"batching": model[2:]} if model in ("b-off", "b-on") else {}
+                assert load(c, model, v, f"models:/{name}/{v}", **spec)["status"] == "loaded"
         for model, route in {
             "b": {"weights": {"1": 100}},
             "b-off": {"weights": {"1": 100}},

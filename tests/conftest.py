@@ -11,6 +11,8 @@ Reuse from any test folder:
   gateway it started is stopped at teardown.
 - ``postgres_store`` (session): (url, schema) of a fresh schema on the machine's PostgreSQL;
   skipped when no server answers, unless CI=true (then it fails).
+- ``airflow_db`` (session): the migrated metadata DB of the session's one Airflow test home
+  (``support.airflow_home``).
 - helpers in ``support.models`` (register_iris_version, iris_rows, scoring_payload),
   ``support.servers`` (MlflowServer, GatewayProcess, free_port), ``support.load`` (run_load).
 """
@@ -26,8 +28,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+# first: sets AIRFLOW_HOME & co. before anything imports airflow; `airflow_db` for every folder
+from support.airflow_home import airflow_db  # noqa: E402, F401
 from support.pg import require_postgres  # noqa: E402
 from support.servers import GatewayProcess, MlflowServer  # noqa: E402
+
+pytest_plugins = ["support.file_durations"]  # seconds per test file, at the end of every run
 
 REGISTRY_MODEL = "iris-test"
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
 import requests
 from support.distributed import VENV_BIN, Distributed
 from support.pg import require_postgres
+from support.route_watch import RouteWatch
 
 from model_rollout.backends.gateway import GatewayBackend
 from model_rollout.demo import models as demo_models
@@ -51,7 +51,13 @@ judge:
   kpi: {enabled: true, margin: 0.5, min_feedback: 40}
 """
 RATE_PER_REPLICA = 40.0
-ROUTE_BOUND_S = 5.0  # replicas re-read the route every 0.5 s (--route-poll-interval)
+# Replicas re-read the route every 0.5 s (--route-poll-interval) and load every registered
+# version as soon as it is registered, off the poll: a route naming versions b holds must be
+# live on b within a poll or so, whatever loads; one naming a version for the first time may
+# wait for b's own load of it (MLflow import and model load on a machine this busy).
+ROUTE_BOUND_S = 3.0
+FIRST_USE_BOUND_S = 120.0
+FIRST_ROUTE_BOUND_S = 240.0  # b's first load of all: MLflow import while Airflow starts
 
 
 def _require_redis() -> None:
@@ -81,53 +87,6 @@ def topo(tmp_path_factory):
     finally:
         d.stop()
         d.drop_databases()
-
-
-class RouteHistory:
-    """Every route state each replica serves, polled every 0.1 s from another thread.
-
-    `states[url]` lists (generation, live weights, shadows, staging) in the order seen;
-    `seen[url][generation]` is when that replica first showed it.
-    """
-
-    def __init__(self, urls: list[str], token: str):
-        self.urls, self.token = urls, token
-        self.states: dict[str, list[tuple]] = {u: [] for u in urls}
-        self.seen: dict[str, dict[int, float]] = {u: {} for u in urls}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        s = requests.Session()
-        s.headers["Authorization"] = f"Bearer {self.token}"
-        while not self._stop.wait(0.1):
-            for url in self.urls:
-                try:
-                    r = s.get(f"{url}/admin/models/{MODEL}/route", timeout=5).json()
-                except (requests.RequestException, ValueError):
-                    continue
-                state = (
-                    int(r.get("generation") or 0),
-                    {v: w for v, w in (r.get("weights") or {}).items() if w},
-                    tuple(r.get("shadows") or ()),
-                    r.get("staging") or None,
-                )
-                if state[0] not in self.seen[url]:
-                    self.seen[url][state[0]] = time.monotonic()
-                    self.states[url].append(state)
-
-    def lags(self, first: str, second: str) -> dict[int, float]:
-        """Seconds between `first` and `second` showing each generation both showed."""
-        a, b = self.seen[first], self.seen[second]
-        return {g: b[g] - a[g] for g in a if g in b}
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 def _wait(predicate, timeout: float, what: str, interval: float = 1.0):
@@ -167,7 +126,7 @@ def test_rollout_on_postgres_celery_and_two_gateway_replicas(topo):
             .get("generation")
             == gen["generation"]
         ),
-        60,
+        FIRST_ROUTE_BOUND_S,
         "replica b taking the route written through a",
         interval=0.1,
     )
@@ -222,7 +181,7 @@ def test_rollout_on_postgres_celery_and_two_gateway_replicas(topo):
     ]
     run_id = f"rollout__v{v2}"
     try:
-        with RouteHistory([a.url, b.url], d.token) as history:
+        with RouteWatch([a.url, b.url], d.token, MODEL, every=0.1, max_seconds=1800) as history:
             time.sleep(3.0)
             client.set_registered_model_alias(MODEL, "challenger", v2)
             _wait(lambda: d.api.run(DAG_ID, run_id), 120, f"webhook run {run_id}")
@@ -264,7 +223,13 @@ def test_rollout_on_postgres_celery_and_two_gateway_replicas(topo):
     print("ROUTES", states)
     lags = history.lags(a.url, b.url)
     print("ROUTE LAG b behind a per generation (s):", {g: round(x, 2) for g, x in lags.items()})
-    assert len(lags) >= 3 and max(lags.values()) < ROUTE_BOUND_S, lags
+    assert len(lags) >= 3, lags
+    held: set[str] = set()
+    for gen, weights, shadows, staging in states:
+        named = set(weights) | set(shadows) | ({staging} if staging else set())
+        bound = ROUTE_BOUND_S if named <= held else FIRST_USE_BOUND_S
+        held |= named
+        assert gen not in lags or lags[gen] < bound, (gen, named, lags)
     gens = [g for g, *_ in states]
     assert gens == sorted(set(gens)), gens
     for prev, cur in zip(states, states[1:], strict=False):

@@ -100,7 +100,7 @@ def serve_candidate(gw, c, model: str, registry: dict, candidate_uri: str) -> st
     """Version 1 the good iris model, version 2 `candidate_uri` (both loaded in the gateway's
     own process); returns the model's invocations URL."""
     serve(c, model, registry, {"1": "good"})
-    assert load(c, model, "2", candidate_uri).status_code == 200
+    assert load(c, model, "2", candidate_uri)["status"] == "loaded"
     return f"{gw.url}/models/{model}/invocations"
 
 

@@ -15,7 +15,17 @@ import time
 import httpx
 import orjson
 import pytest
-from support.gateway_api import admin_client, arm, fire, load, log_rows, serve, set_route, stats
+from support.gateway_api import (
+    admin_client,
+    arm,
+    fire,
+    load,
+    log_rows,
+    serve,
+    set_route,
+    stats,
+    wait_loaded,
+)
 from support.load import percentile, run_load
 from support.models import IRIS_COLUMNS, _fitted, iris_rows, scoring_payload
 from support.servers import GatewayProcess
@@ -136,20 +146,24 @@ def test_model_that_raises_is_counted_as_that_versions_error(gw, client, iris_re
     assert httpx.get(f"{gw.url}/healthz").status_code == 200
 
 
-def test_unloadable_version_is_422_and_recorded_failed(gw, client, iris_registry):
-    r = load(
-        client, "broken", "1", f"models:/{iris_registry['_name']}/{iris_registry['unloadable']}"
-    )
-    assert r.status_code == 422
-    assert "refuses to load" in r.json()["message"]
+def test_unloadable_version_is_recorded_failed_and_cannot_be_routed(gw, client, iris_registry):
+    uri = f"models:/{iris_registry['_name']}/{iris_registry['unloadable']}"
+    r = client.put("/admin/models/broken/versions/1", json={"uri": uri})
+    assert r.status_code == 202 and r.json()["status"] == "loading", r.text  # never waits
+    doc = wait_loaded(client, "broken", "1")
+    assert doc["status"] == "failed" and "refuses to load" in doc["error"], doc
     state = client.get("/admin/state").json()
     assert state["models"]["broken"]["versions"]["1"]["status"] == "failed"
-    r = load(client, "broken", "2", "models:/no-such-registered-model/1")
-    assert r.status_code == 422
+    r = set_route(client, "broken", {"1": 100})
+    assert r.status_code == 422, r.text
+    assert "failed to load" in r.json()["message"] and "refuses to load" in r.json()["message"]
+    assert load(client, "broken", "2", "models:/no-such-registered-model/1")["status"] == "failed"
     r = client.put(
         "/admin/models/broken/versions/3", json={"uri": "x", "upstream": "http://127.0.0.1:1"}
     )
     assert r.status_code == 422 and "either" in r.json()["message"]
+    r = client.get("/admin/models/broken/versions/3")
+    assert r.status_code == 404 and r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
 
 
 def test_admin_api_requires_the_token(gw):
@@ -162,6 +176,7 @@ def test_admin_api_requires_the_token(gw):
         for method, path in (
             ("GET", "/admin/state"),
             ("PUT", "/admin/models/x/route"),
+            ("GET", "/admin/models/x/versions/1"),
             ("DELETE", "/admin/models/x/versions/1"),
             ("GET", "/admin/models/x/stats"),
         ):
@@ -486,12 +501,10 @@ def test_upstream_version_is_forwarded(gw, client, iris_registry, gateway_factor
     assert set_route(client, "up-src", {"7": 100}).status_code == 200
     front = gateway_factory()
     with admin_client(front) as c:
-        r = c.put("/admin/models/up/versions/u1", json={"upstream": inv(gw, "up-src")})
-        assert r.status_code == 200 and r.json()["kind"] == "upstream"
-        r = c.put(
-            "/admin/models/up/versions/dead", json={"upstream": "http://127.0.0.1:9/invocations"}
-        )
-        assert r.status_code == 422
+        doc = load(c, "up", "u1", upstream=inv(gw, "up-src"))
+        assert doc["status"] == "loaded" and doc["kind"] == "upstream", doc
+        doc = load(c, "up", "dead", upstream="http://127.0.0.1:9/invocations")
+        assert doc["status"] == "failed" and "did not answer" in doc["error"], doc
         assert set_route(c, "up", {"u1": 100}).status_code == 200
         rows = iris_rows(4, seed=5)
         r = post(front, "up", scoring_payload(rows))

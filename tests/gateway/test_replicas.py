@@ -6,7 +6,8 @@ import time
 
 import httpx
 import pytest
-from support.gateway_api import admin_client, arm, fire, serve, set_route, stats
+from faults.helpers import wait_until
+from support.gateway_api import admin_client, arm, fire, load, serve, set_route, stats, wait_loaded
 from support.models import iris_rows, scoring_payload
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
@@ -58,3 +59,37 @@ def test_replicas_share_routes_statistics_and_feedback(
         assert total == 501
         assert sum(x["feedback"]["count"] for x in snap["arms"]) == 1
         assert arm(snap, "1")["requests"] > 100 and arm(snap, "2")["requests"] > 100
+
+
+def test_every_replica_loads_registered_versions_and_drops_deleted_ones(
+    gateway_factory, postgres_store, iris_registry
+):
+    """A version registered through one replica is loaded by the others before any route
+    names it (so a route naming it is served there at once), and deleted with it."""
+    url, schema = postgres_store
+    a = gateway_factory(store_url=url, store_schema=schema)
+    b = gateway_factory(store_url=url, store_schema=schema)
+    uri = f"models:/{iris_registry['_name']}/{iris_registry['good']}"
+
+    def on_b(version: str):
+        r = cb.get(f"/admin/models/fleet/versions/{version}")
+        return r.json()["status"] if r.status_code == 200 else None
+
+    with admin_client(a) as ca, admin_client(b) as cb:
+        assert load(ca, "fleet", "1", uri)["status"] == "loaded"
+        assert wait_until("b loading fleet/1", lambda: on_b("1"), timeout=60) in (
+            "loading",
+            "loaded",
+        )
+        assert wait_loaded(cb, "fleet", "1")["status"] == "loaded"  # no route names it yet
+        r = set_route(cb, "fleet", {"1": 100})
+        assert r.status_code == 200, r.text  # served at once: nothing left to load on b
+        # out of the route, then deleted through a: b drops it too
+        assert set_route(cb, "fleet", {}, generation=r.json()["generation"]).status_code == 200
+        wait_until(
+            "a at generation 2",
+            lambda: ca.get("/admin/models/fleet/route").json()["generation"] == 2 or None,
+            timeout=30,
+        )
+        assert ca.delete("/admin/models/fleet/versions/1").status_code == 200
+        wait_until("b dropping fleet/1", lambda: on_b("1") is None or None, timeout=30)

@@ -54,8 +54,8 @@ def hostile_gw(tmp_path_factory, mlflow_server, hostile_model_uri):
     try:
         with admin_client(gw) as admin:
             for model, version in (("m", "1"), ("m", "2"), ("m", "3"), ("adm", "1")):
-                r = load(admin, model, version, hostile_model_uri)
-                assert r.status_code == 200, r.text
+                doc = load(admin, model, version, hostile_model_uri)
+                assert doc["status"] == "loaded", doc
             r = set_route(admin, "m", {"1": 100}, shadows=["2"], staging="3")
             assert r.status_code == 200, r.text
         gw.wait_ready(timeout=120)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -18,12 +19,26 @@ def admin_client(gw) -> httpx.Client:
     return httpx.Client(base_url=gw.url, headers=gw.auth, timeout=240.0)
 
 
-def load(
-    client: httpx.Client, model: str, version: str, uri: str | None = None, **spec
-) -> httpx.Response:
+def load(client: httpx.Client, model: str, version: str, uri: str | None = None, **spec) -> dict:
+    """PUT a version (answered at once: 200 loaded, 202 loading), then wait for its load to
+    end; returns the version's final state, `status` "loaded" or "failed" (with `error`)."""
     body = {"uri": uri, **spec} if uri else spec
     r = client.put(f"/admin/models/{model}/versions/{version}", json=body)
-    return r
+    assert r.status_code in (200, 202), r.text
+    return wait_loaded(client, model, version)
+
+
+def wait_loaded(client: httpx.Client, model: str, version: str, timeout: float = 240.0) -> dict:
+    """The version's state once it is no longer "loading" (bounded by `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = client.get(f"/admin/models/{model}/versions/{version}")
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        if doc["status"] != "loading":
+            return doc
+        assert time.monotonic() < deadline, f"{model}/{version} still loading after {timeout} s"
+        time.sleep(0.1)
 
 
 def set_route(
@@ -45,8 +60,8 @@ def set_route(
 def serve(client: httpx.Client, model: str, registry: dict, mapping: dict[str, str]) -> None:
     """Load gateway versions from registry labels: mapping gateway version -> registry label."""
     for gv, label in mapping.items():
-        r = load(client, model, gv, f"models:/{registry['_name']}/{registry[label]}")
-        assert r.status_code == 200, r.text
+        doc = load(client, model, gv, f"models:/{registry['_name']}/{registry[label]}")
+        assert doc["status"] == "loaded", doc
 
 
 def stats(client: httpx.Client, model: str, since: float = 0) -> dict:

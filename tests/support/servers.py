@@ -56,17 +56,19 @@ def wait_http(
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    """SIGTERM the process group, then SIGKILL if it lingers; the group's stragglers too when
+    the leader has already gone (a gateway's forkserver and shadow workers outlive it)."""
+    if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group outlived its leader
 
 
 class MlflowServer:
@@ -82,7 +84,7 @@ class MlflowServer:
         self.proc: subprocess.Popen | None = None
         self.log = self.root / "mlflow-server.log"
 
-    def start(self, timeout: float = 120.0) -> str:
+    def start(self, timeout: float = 300.0) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
         cmd = [
             str(VENV_BIN / "mlflow"),
@@ -147,7 +149,7 @@ class GatewayProcess:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def start(self, timeout: float = 60.0) -> GatewayProcess:
+    def start(self, timeout: float = 180.0) -> GatewayProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             str(VENV_BIN / "model-gateway"),

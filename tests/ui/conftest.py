@@ -1,8 +1,6 @@
 """Rollouts page tests: Airflow's api-server in-process (simple auth manager, known user).
 
-Environment is set at import time, before anything imports airflow (a throwaway AIRFLOW_HOME
-with the real dags/ and plugins/ folders); if another conftest imported airflow first, its
-settings stand and `airflow_db` migrates that same database.
+Airflow runs in the session's one test home (`support.airflow_home`, loaded by tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -10,47 +8,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).parent))  # ui_support
 
 from ui_support import PASSWORD, USER, chromium_path  # noqa: E402
-
-if "airflow" not in sys.modules:
-    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="airflow-ui-")
-    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
-    os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
-    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-    os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
-    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> str:
-    """Migrate the metadata DB this process uses (~10 s, once per session)."""
-    from airflow import settings
-
-    env = dict(
-        os.environ,
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=settings.SQL_ALCHEMY_CONN,
-        PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}",
-    )
-    subprocess.run(
-        [str(VENV_BIN / "airflow"), "db", "migrate"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return settings.SQL_ALCHEMY_CONN
 
 
 @contextlib.contextmanager
@@ -100,7 +66,7 @@ def airflow_api(airflow_db, tmp_path):
         thread.start()
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_http(f"{url}/api/v2/monitor/health", timeout=60)
+            wait_http(f"{url}/api/v2/monitor/health", timeout=240)
             yield url
         finally:
             server.should_exit = True

@@ -1,8 +1,6 @@
 """Airflow and MLflow settings for the trigger tests (receiver, watcher, webhook delivery).
 
-Environment is set at import time, before anything imports airflow: a throwaway AIRFLOW_HOME
-with the real dags/ and plugins/ folders. If another conftest imported airflow first, its
-settings stand and `airflow_db` migrates that same database (found through airflow.settings).
+Airflow runs in the session's one test home (`support.airflow_home`, loaded by tests/conftest.py).
 
 The shared `mlflow_server` fixture (tests/conftest.py) starts `mlflow server` with os.environ:
 the MLFLOW_WEBHOOK_* variables set below let it deliver signed webhooks to a loopback http
@@ -12,9 +10,7 @@ receiver, and see a new webhook within a second.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import tempfile
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,17 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).parent))  # wh_support, whatever pytest's import mode
-
-if "airflow" not in sys.modules:
-    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="airflow-webhooks-")
-    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
-    os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
-    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-    os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
-    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
 
 
 def _fernet_key() -> str:
@@ -47,26 +33,6 @@ os.environ.setdefault("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http,https")
 os.environ.setdefault("MLFLOW_WEBHOOK_CACHE_TTL", "1")
 
 SECRET = "test-webhook-secret"
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> str:
-    """Migrate the metadata DB this process uses (~10 s, once per session)."""
-    from airflow import settings
-
-    env = dict(
-        os.environ,
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=settings.SQL_ALCHEMY_CONN,
-        PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}",
-    )
-    subprocess.run(
-        [str(VENV_BIN / "airflow"), "db", "migrate"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return settings.SQL_ALCHEMY_CONN
 
 
 @pytest.fixture(scope="session")

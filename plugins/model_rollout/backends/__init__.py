@@ -4,6 +4,6 @@ The rollout DAG talks only to `TrafficBackend`; the embedded gateway is the defa
 KServe / SageMaker / Seldon backend is one more module implementing the same six methods.
 """
 
-from model_rollout.backends.base import Route, TrafficBackend, TrafficError
+from model_rollout.backends.base import BackendUnreachable, Route, TrafficBackend, TrafficError
 
-__all__ = ["Route", "TrafficBackend", "TrafficError"]
+__all__ = ["BackendUnreachable", "Route", "TrafficBackend", "TrafficError"]

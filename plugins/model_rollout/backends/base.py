@@ -11,6 +11,10 @@ class TrafficError(RuntimeError):
     """The serving backend refused or could not apply a change; the message says which."""
 
 
+class BackendUnreachable(TrafficError):
+    """The serving backend did not answer within the retry budget: not a verdict on a model."""
+
+
 @dataclass(frozen=True)
 class Route:
     """Who answers a model's live traffic, who sees mirrored copies, who sits in staging."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from model_rollout.backends.base import Route, TrafficBackend, TrafficError
+from model_rollout.backends.base import BackendUnreachable, Route, TrafficBackend, TrafficError
 
 _KEEP = object()
 
@@ -17,10 +17,30 @@ class GatewayBackend(TrafficBackend):
 
     Route writes are compare-and-set on the gateway's generation: a concurrent writer makes
     us re-read and re-apply, and a route already in the wanted state is not written again,
-    so a retried task never applies a traffic change twice.
+    so a retried task never applies a traffic change twice. The same makes every call safe to
+    repeat: a call that gets no answer (or a 502/503/504) is retried for up to `retry_for`
+    seconds, then fails with `BackendUnreachable` saying for how long, so a busy or
+    restarting gateway is not mistaken for a change that was refused.
+
+    :param url: the gateway's base URL.
+    :param token: the admin token.
+    :param timeout: seconds one call may take (the admin API never waits for a model load).
+    :param load_timeout: seconds `deploy` waits for a version to load.
+    :param retry_for: seconds after which a call that got no answer is not tried again (the
+        last attempt may add up to `timeout`); 0: no retries.
     """
 
-    def __init__(self, url: str, token: str, *, timeout: float = 30.0, load_timeout: float = 300.0):
+    RETRY_STATUSES = (502, 503, 504)
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 15.0,
+        load_timeout: float = 300.0,
+        retry_for: float = 45.0,
+    ):
         if not url:
             raise TrafficError(
                 "no gateway URL: set the Airflow connection 'model_gateway_default' "
@@ -29,6 +49,7 @@ class GatewayBackend(TrafficBackend):
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.load_timeout = load_timeout
+        self.retry_for = retry_for
         self.session = requests.Session()
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
@@ -36,14 +57,30 @@ class GatewayBackend(TrafficBackend):
     def __repr__(self) -> str:  # never show the token
         return f"GatewayBackend({self.url!r})"
 
-    def _request(self, method: str, path: str, *, ok=(200,), timeout: float | None = None, **kw):
-        try:
-            r = self.session.request(method, self.url + path, timeout=timeout or self.timeout, **kw)
-        except requests.RequestException as e:
-            raise TrafficError(f"gateway {self.url} unreachable for {method} {path}: {e}") from e
-        if r.status_code not in ok:
-            raise TrafficError(f"gateway {method} {path} answered {r.status_code}: {r.text[:500]}")
-        return r
+    def _request(self, method: str, path: str, *, ok=(200,), **kw):
+        t0 = time.monotonic()
+        delay = 0.25
+        while True:
+            try:
+                r = self.session.request(method, self.url + path, timeout=self.timeout, **kw)
+            except requests.RequestException as e:
+                last = f"{type(e).__name__}: {e}"
+            else:
+                if r.status_code in ok:
+                    return r
+                if r.status_code not in self.RETRY_STATUSES:
+                    raise TrafficError(
+                        f"gateway {method} {path} answered {r.status_code}: {r.text[:500]}"
+                    )
+                last = f"answered {r.status_code}: {r.text[:300]}"
+            waited = time.monotonic() - t0
+            if waited >= self.retry_for:
+                raise BackendUnreachable(
+                    f"gateway {self.url} unreachable for {waited:.0f} s "
+                    f"({method} {path}; last attempt: {last})"
+                )
+            time.sleep(min(delay, self.retry_for - waited))
+            delay = min(delay * 2, 4.0)
 
     def deploy(
         self,
@@ -54,23 +91,43 @@ class GatewayBackend(TrafficBackend):
         upstream: str | None = None,
         batching: str | None = None,
     ) -> None:
+        """Register the version, then wait (polling, not holding a call open) until it loaded."""
         body: dict[str, Any] = (
             {"upstream": upstream} if upstream else {"uri": uri or f"models:/{model}/{version}"}
         )
         if batching is not None and not upstream:
             body["batching"] = batching
-        self._request(
-            "PUT", f"/admin/models/{model}/versions/{version}", json=body, timeout=self.load_timeout
-        )
+        path = f"/admin/models/{model}/versions/{version}"
+        doc = self._request("PUT", path, json=body, ok=(200, 202)).json()
+        deadline = time.monotonic() + self.load_timeout
+        while doc.get("status") == "loading":
+            if time.monotonic() > deadline:
+                raise TrafficError(
+                    f"version {version} of {model!r} still loading at gateway {self.url} "
+                    f"after {self.load_timeout:.0f} s"
+                )
+            time.sleep(0.5)
+            doc = self._request("GET", path).json()
+        if doc.get("status") != "loaded":
+            raise TrafficError(
+                f"gateway {self.url} could not load version {version} of {model!r} "
+                f"from {doc.get('source')}: {doc.get('error')}"
+            )
 
     def retire(self, model: str, version: str) -> None:
         self._request("DELETE", f"/admin/models/{model}/versions/{version}", ok=(200, 404))
 
     def route(self, model: str) -> Route:
+        """The newest committed route: the one waiting for loads (`pending`) when there is one,
+        since that is what a write must build on."""
         r = self._request("GET", f"/admin/models/{model}/route", ok=(200, 404))
         if r.status_code == 404:
             return Route(generation=0)
         d = r.json()
+        return self._route(d.get("pending") or d)
+
+    @staticmethod
+    def _route(d: dict) -> Route:
         return Route(
             generation=int(d.get("generation", 0)),
             weights={str(k): int(v) for k, v in (d.get("weights") or {}).items()},
@@ -95,9 +152,9 @@ class GatewayBackend(TrafficBackend):
                 "shadows": [str(s) for s in shadows],
                 "staging": want_staging,
             }
-            r = self._request("PUT", f"/admin/models/{model}/route", json=body, ok=(200, 409))
-            if r.status_code == 200:
-                return self.route(model)
+            r = self._request("PUT", f"/admin/models/{model}/route", json=body, ok=(200, 202, 409))
+            if r.status_code != 409:  # 202: committed, served once loaded (see wait_ready)
+                return self._route(r.json())
             time.sleep(0.05)
         raise TrafficError(
             f"route of {model!r} kept changing under us: 10 stale generations in a row"
@@ -114,7 +171,7 @@ class GatewayBackend(TrafficBackend):
         mine: list[str] = []
         while time.monotonic() < deadline:
             try:
-                r = self.session.get(self.url + "/readyz", timeout=self.timeout)
+                r = self.session.get(self.url + "/readyz", timeout=min(self.timeout, 10.0))
                 if r.status_code == 200:
                     return
                 reasons = (r.json() or {}).get("reasons") or [r.text[:300]]

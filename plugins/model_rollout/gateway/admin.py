@@ -84,10 +84,19 @@ async def get_state(request: Request, gw: Gateway) -> Response:
 
 @guarded
 async def put_version(request: Request, gw: Gateway) -> Response:
+    """200 when the version is loaded already, else 202 while it loads (never waits for it)."""
     name, version = request.path_params["name"], request.path_params["version"]
     spec = await _json_body(request, allow_empty=True)
     lv = await gw.load_version(name, version, spec)
-    return json_response(200, {"model": name, "version": version, **lv.describe()})
+    status = 200 if lv.status == "loaded" else 202
+    return json_response(status, {"model": name, "version": version, **lv.describe()})
+
+
+@guarded
+async def get_version(request: Request, gw: Gateway) -> Response:
+    return json_response(
+        200, gw.version_of(request.path_params["name"], request.path_params["version"])
+    )
 
 
 @guarded
@@ -104,8 +113,10 @@ async def get_route(request: Request, gw: Gateway) -> Response:
 
 @guarded
 async def put_route(request: Request, gw: Gateway) -> Response:
+    """200 when the route serves from now on, 202 when it waits for versions still loading."""
     body = await _json_body(request)
-    return json_response(200, await gw.set_route(request.path_params["name"], body))
+    live, route = await gw.set_route(request.path_params["name"], body)
+    return json_response(200 if live else 202, route)
 
 
 @guarded
@@ -153,6 +164,7 @@ async def get_stats(request: Request, gw: Gateway) -> Response:
 
 routes = [
     HttpRoute("/admin/state", get_state, methods=["GET"]),
+    HttpRoute("/admin/models/{name}/versions/{version}", get_version, methods=["GET"]),
     HttpRoute("/admin/models/{name}/versions/{version}", put_version, methods=["PUT"]),
     HttpRoute("/admin/models/{name}/versions/{version}", delete_version, methods=["DELETE"]),
     HttpRoute("/admin/models/{name}/route", get_route, methods=["GET"]),

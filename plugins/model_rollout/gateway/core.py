@@ -72,7 +72,9 @@ class Gateway:
         self.store = Store(settings, self.recorder)
         self.versions: dict[tuple[str, str], LoadedVersion] = {}
         self.routes: dict[str, Route] = {}
-        self._pending: dict[str, Route] = {}  # newer routes from other replicas, awaiting loads
+        self._pending: dict[str, Route] = {}  # committed routes waiting for loads here
+        self._registered: set[tuple[str, str]] = set()  # versions the store listed last poll
+        self._touched: dict[tuple[str, str], float] = {}  # last registered here (monotonic)
         self._loads: dict[tuple[str, str], asyncio.Task] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._recent: collections.OrderedDict[str, list] = collections.OrderedDict()
@@ -112,6 +114,7 @@ class Gateway:
         self.batching = await asyncio.to_thread(self.store.load_batching)
         for model, version, source, kind in versions:
             self._start_load(model, version, source, kind)
+        self._registered = {(m, v) for m, v, _, _ in versions}
         for model, r in routes.items():
             try:
                 self.routes[model] = Route.build(
@@ -133,7 +136,7 @@ class Gateway:
             t.cancel()
         await self.mirror.close()
         for runner in self._shadow_runners.values():
-            runner.close()
+            await asyncio.to_thread(runner.close, True)
         for t in list(self._loads.values()):
             t.cancel()
         for lv in list(self.versions.values()):
@@ -178,6 +181,8 @@ class Gateway:
 
         async def run() -> LoadedVersion:
             await lv.load()
+            if lv.status == "loaded":
+                self._install_pending(model)  # at once, not at the next poll
             if old is not None and old is not lv:
                 await old.close()
             return lv
@@ -190,7 +195,8 @@ class Gateway:
         return task
 
     async def load_version(self, model: str, version: str, spec: dict | None) -> LoadedVersion:
-        """Load (or reload) a version; GatewayError(422) with the load error when it fails."""
+        """Register a version and start loading it; returns at once, `status` "loaded" (nothing
+        was to load) or "loading" (watch `version_of`: "loaded" or "failed" with the error)."""
         check_name("model name", model)
         check_name("version", version)
         spec = spec or {}
@@ -246,20 +252,21 @@ class Gateway:
                     "take it out of the route before loading a different source",
                     "RESOURCE_CONFLICT",
                 )
-            task = (
-                running if running is not None else self._start_load(model, version, source, kind)
-            )
-        # the lock is not held while loading: route changes (a rollback) must never wait for it
-        lv = await asyncio.shield(task)
-        self._check_loaded(lv)
-        if self.versions.get(key) is lv:
-            await asyncio.to_thread(self.store.put_version, model, version, source, kind)
-            if mode is not None:
-                await self._set_batching(lv, mode)
-        return lv
+            # the registration is the fleet's intent: every replica loads what the store lists
+            await self._store_call(self.store.put_version, model, version, source, kind)
+            self._touched[key] = time.monotonic()
+            if mode is not None:  # set before the load starts: the loaded version uses it
+                await self._store_call(self.store.put_batching, model, version, mode)
+                self.batching[key] = mode
+                if cur is not None:
+                    cur.set_batching(mode)
+            if running is None and not (same and cur.status == "loaded"):
+                self._start_load(model, version, source, kind)
+            # never waits for the load: a route change (a rollback) must not queue behind it
+            return self.versions[key]
 
     async def _set_batching(self, lv: LoadedVersion, mode: str) -> None:
-        await asyncio.to_thread(self.store.put_batching, lv.model, lv.version, mode)
+        await self._store_call(self.store.put_batching, lv.model, lv.version, mode)
         self.batching[(lv.model, lv.version)] = mode
         lv.set_batching(mode)
 
@@ -288,16 +295,27 @@ class Gateway:
                 lv.set_batching(mode)
         self.batching = modes
 
-    @staticmethod
-    def _check_loaded(lv: LoadedVersion) -> LoadedVersion:
-        if lv.status != "loaded":
+    def version_of(self, model: str, version: str) -> dict:
+        lv = self.versions.get((model, version))
+        if lv is None:
             raise GatewayError(
-                422,
-                f"version {lv.version} of {lv.model!r} failed to load from {lv.source}: {lv.error}",
-                "INVALID_PARAMETER_VALUE",
-                version=lv.describe(),
+                404, f"version {version} of {model!r} is not loaded", "RESOURCE_DOES_NOT_EXIST"
             )
-        return lv
+        return {"model": model, "version": version, **lv.describe()}
+
+    async def _store_call(self, fn, *args):
+        """A store call of an admin request; 503 naming the store's error when it fails."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except StaleGeneration:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the client may retry; nothing was changed
+            raise GatewayError(
+                503,
+                f"the gateway's store did not take the write ({type(exc).__name__}: {exc}); "
+                "nothing was changed, try again",
+                "TEMPORARILY_UNAVAILABLE",
+            ) from None
 
     def _is_referenced(self, model: str, version: str) -> bool:
         for r in (self.routes.get(model), self._pending.get(model)):
@@ -321,29 +339,54 @@ class Gateway:
                     "RESOURCE_CONFLICT",
                     route=self.routes[model].to_dict() if model in self.routes else None,
                 )
+            await self._store_call(self.store.delete_version, model, version)
             del self.versions[key]
+            self._registered.discard(key)
             task = self._loads.pop(key, None)
             if task:
                 task.cancel()
-            await asyncio.to_thread(self.store.delete_version, model, version)
             if self.batching.pop(key, None) is not None:
                 await asyncio.to_thread(self.store.put_batching, model, version, None)
         await lv.close()
 
     # -- routes -------------------------------------------------------------------------------
     def route_of(self, model: str) -> dict:
+        """The route this replica serves; `pending` when a newer one waits for loads here."""
         r = self.routes.get(model)
-        if r is None:
-            if not self._known(model):
-                raise GatewayError(404, f"unknown model {model!r}", "RESOURCE_DOES_NOT_EXIST")
-            return Route(model).to_dict()
-        return r.to_dict()
+        if r is None and not self._known(model):
+            raise GatewayError(404, f"unknown model {model!r}", "RESOURCE_DOES_NOT_EXIST")
+        doc = (r or Route(model)).to_dict()
+        pending = self._pending.get(model)
+        if pending is not None:
+            doc["pending"] = {**pending.to_dict(), "loading": self._waiting_for(pending)}
+        return doc
 
     def _known(self, model: str) -> bool:
-        return model in self.routes or any(m == model for m, _ in self.versions)
+        return (
+            model in self.routes
+            or model in self._pending
+            or any(m == model for m, _ in self.versions)
+        )
 
-    async def set_route(self, model: str, body: Any) -> dict:
-        """Compare-and-set a model's route; 409 on a stale generation, 422 on a bad route."""
+    def _waiting_for(self, route: Route) -> list[str]:
+        """The versions a route names that are not loaded here (yet)."""
+        return sorted(
+            (
+                v
+                for v in route.referenced()
+                if getattr(self.versions.get((route.model, v)), "status", None) != "loaded"
+            ),
+            key=version_sort_key,
+        )
+
+    async def set_route(self, model: str, body: Any) -> tuple[bool, dict]:
+        """Compare-and-set a model's route; never waits for a load or a process start.
+
+        Returns (live, route): live when every version it names is loaded here, so it serves
+        from now on; else it is committed and served the moment those loads end (a later
+        route, such as a rollback to loaded versions, supersedes it at once). 409 on a stale
+        generation, 422 on a bad route or on versions neither loaded nor loading here.
+        """
         check_name("model name", model)
         if not isinstance(body, dict):
             raise GatewayError(
@@ -375,25 +418,28 @@ class Gateway:
             )
         except RouteError as exc:
             raise GatewayError(422, str(exc), "INVALID_PARAMETER_VALUE") from None
-        await self._load_registered(model, route.referenced())
         async with self._lock(model):
-            missing = sorted(
-                (
-                    v
-                    for v in route.referenced()
-                    if getattr(self.versions.get((model, v)), "status", None) != "loaded"
-                ),
-                key=version_sort_key,
-            )
-            if missing:
+            await self._load_registered(model, route.referenced())
+            unusable = {
+                v: lv
+                for v in route.referenced()
+                if (lv := self.versions.get((model, v))) is None or lv.status == "failed"
+            }
+            if unusable:
+                failed = "".join(
+                    f"; version {v} failed to load: {lv.error}"
+                    for v, lv in sorted(unusable.items())
+                    if lv is not None
+                )
                 raise GatewayError(
                     422,
-                    f"route names versions of {model!r} that are not loaded: {missing}; "
+                    f"route names versions of {model!r} that are not loaded: "
+                    f"{sorted(unusable, key=version_sort_key)}{failed}; "
                     f"load them with PUT /admin/models/{model}/versions/<version> first",
                     "INVALID_PARAMETER_VALUE",
                 )
             try:
-                saved = await asyncio.to_thread(self.store.cas_route, model, gen, route.to_dict())
+                saved = await self._store_call(self.store.cas_route, model, gen, route.to_dict())
             except StaleGeneration as exc:
                 raise GatewayError(
                     409,
@@ -401,35 +447,46 @@ class Gateway:
                     "RESOURCE_CONFLICT",
                     generation=exc.current,
                 ) from None
-            installed = Route.build(
+            committed = Route.build(
                 model, saved["generation"], saved["weights"], saved["shadows"], saved["staging"]
             )
-            self.routes[model] = installed
+            self._pending[model] = committed
+            self._install_pending(model)
+            if self.routes.get(model) is committed:
+                return True, committed.to_dict()
+            return False, {**committed.to_dict(), "loading": self._waiting_for(committed)}
+
+    def _install_pending(self, model: str) -> None:
+        """Serve the model's newest committed route once every version it names is loaded here.
+
+        Called when a route is committed, when a load ends and on every poll; it only swaps a
+        reference, so nothing a route change does waits for a load.
+        """
+        route = self._pending.get(model)
+        if route is None:
+            return
+        local = self.routes.get(model)
+        if local is not None and local.generation >= route.generation:
             self._pending.pop(model, None)
-            self._sync_shadow_runners()
-            return installed.to_dict()
+            return
+        if self._waiting_for(route):
+            return
+        self.routes[model] = route
+        self._pending.pop(model, None)
+        self._sync_shadow_runners()
+        log.info("route of %s now generation %d", model, route.generation)
 
     async def _load_registered(self, model: str, versions: set[str]) -> None:
-        """Load versions that another replica registered in the shared store but this one has
-        not loaded yet (a route may be set through any replica)."""
-        absent = [
-            v
-            for v in versions
-            if getattr(self.versions.get((model, v)), "status", None) != "loaded"
-        ]
-        if not absent:
+        """Start loading versions that another replica registered in the shared store but this
+        one has not loaded yet (a route may be set through any replica); does not wait."""
+        if all((model, v) in self.versions for v in versions):
             return
         registry = {
-            (m, v): (s, k) for m, v, s, k in await asyncio.to_thread(self.store.load_versions)
+            (m, v): (s, k) for m, v, s, k in await self._store_call(self.store.load_versions)
         }
-        tasks = [
-            self._start_load(model, v, *registry[(model, v)])
-            for v in absent
-            if (model, v) in registry
-            and (self._loads.get((model, v)) or (model, v) not in self.versions)
-        ]
-        if tasks:
-            await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
+        for v in versions:
+            if (model, v) not in self.versions and (model, v) in registry:
+                self._start_load(model, v, *registry[(model, v)])
 
     # -- shadows ---------------------------------------------------------------------------
     def _shadow_target(self, model: str, version: str):
@@ -693,7 +750,9 @@ class Gateway:
         }
 
     def readiness(self) -> list[str]:
-        """Why the gateway is not ready (empty when it is)."""
+        """Why the gateway is not ready (empty when it is): a routed version not loaded (a
+        committed route still waiting for its loads included), a shadow worker still starting,
+        the store failing."""
         reasons = []
         if not self.restored:
             reasons.append("restoring persisted state")
@@ -706,6 +765,13 @@ class Gateway:
                     reasons.append(
                         f"{name}/{v}: {lv.status}" + (f" ({lv.error})" if lv.error else "")
                     )
+        for name, r in sorted(self._pending.items()):
+            for v in self._waiting_for(r):
+                lv = self.versions.get((name, v))
+                state = "not registered here" if lv is None else lv.status
+                if lv is not None and lv.error:
+                    state += f" ({lv.error})"
+                reasons.append(f"{name}/{v}: {state}, route generation {r.generation} waits for it")
         for (m, v), runner in sorted(self._shadow_runners.items()):
             if not getattr(runner, "ready", True):
                 reasons.append(f"{m}/{v}: shadow worker " + (runner.error or "starting"))
@@ -725,14 +791,24 @@ class Gateway:
                 log.warning("reconcile failed: %s", exc)
 
     async def reconcile(self) -> None:
-        """Pick up newer routes (and the versions they name) and retry failed routed loads."""
-        routes = await asyncio.to_thread(self.store.load_routes)
+        """Pick up routes, version registrations and batching settings made through other
+        replicas.
+
+        Only reads and reference swaps happen here: loads run as tasks of their own and a
+        newer route is installed the moment its versions are loaded (`_install_pending`), so
+        a load of v3 never holds up a rollback route to v1, here or on any replica.
+        """
+        began = time.monotonic()
+        routes, registered = await asyncio.to_thread(self.store.load_routes_and_versions)
         self._sync_batching(await asyncio.to_thread(self.store.load_batching))
-        registry: dict[tuple[str, str], tuple[str, str]] | None = None
+        self._sync_versions(registered, began)
         for model, r in routes.items():
-            local = self.routes.get(model)
-            if local is not None and local.generation >= r["generation"]:
-                continue
+            known = max(
+                (x.generation for x in (self.routes.get(model), self._pending.get(model)) if x),
+                default=-1,
+            )
+            if known >= r["generation"]:
+                continue  # a stale read must never replace a newer route waiting here
             try:
                 route = Route.build(
                     model, r["generation"], r["weights"], r["shadows"], r["staging"]
@@ -740,28 +816,8 @@ class Gateway:
             except RouteError:
                 continue
             self._pending[model] = route
-            for v in route.referenced():
-                if (model, v) not in self.versions:
-                    if registry is None:
-                        registry = {
-                            (m, ver): (s, k)
-                            for m, ver, s, k in await asyncio.to_thread(self.store.load_versions)
-                        }
-                    src = registry.get((model, v))
-                    if src is not None:
-                        self._start_load(model, v, src[0], src[1])
-        for model, route in list(self._pending.items()):
-            local = self.routes.get(model)
-            if local is not None and local.generation >= route.generation:
-                self._pending.pop(model, None)
-                continue
-            if all(
-                getattr(self.versions.get((model, v)), "status", None) == "loaded"
-                for v in route.referenced()
-            ):
-                self.routes[model] = route
-                self._pending.pop(model, None)
-                log.info("route of %s now generation %d (from the store)", model, route.generation)
+        for model in list(self._pending):
+            self._install_pending(model)
         self._sync_shadow_runners()
         now = time.monotonic()
         for model, route in list(self.routes.items()) + list(self._pending.items()):
@@ -775,3 +831,30 @@ class Gateway:
                     and now - self._last_retry.get(key, 0) >= self.settings.reload_retry_interval
                 ):
                     self._start_load(model, v, lv.source, lv.kind)
+
+    def _sync_versions(self, registered: dict[tuple[str, str], tuple[str, str]], began: float):
+        """Every replica loads the versions the store lists, and drops those deleted through
+        another replica (unless routed here): a route naming a version then finds it loaded on
+        every replica, instead of each starting its load only when the route arrives."""
+        for key, (source, kind) in registered.items():
+            lv = self.versions.get(key)
+            if lv is None or (
+                (lv.source, lv.kind) != (source, kind)  # registered again with another source
+                and key not in self._loads
+                and not self._is_referenced(*key)
+                and self._touched.get(key, 0.0) < began
+            ):
+                self._start_load(key[0], key[1], source, kind)
+        keep = set()
+        for key in self._registered - registered.keys():
+            if key not in self.versions:
+                continue
+            if (
+                key in self._loads
+                or self._is_referenced(*key)
+                or self._touched.get(key, 0) >= began
+            ):
+                keep.add(key)  # decided again at a later poll
+                continue
+            asyncio.get_running_loop().create_task(self.versions.pop(key).close())
+        self._registered = set(registered) | keep

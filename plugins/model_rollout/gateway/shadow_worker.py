@@ -14,6 +14,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -113,6 +114,7 @@ class ShadowProcess:
         self._failed_at = 0.0
         self._start = 0  # counts starts; a superseded start's ping must not set the status
         self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()  # _start and _pool, shared with the start thread
 
     @property
     def ready(self) -> bool:
@@ -143,14 +145,39 @@ class ShadowProcess:
 
     def prewarm(self) -> None:
         """Start the worker (and load the model) before the first copy arrives; "loaded" once
-        it answered a ping, which runs only after its initializer loaded the model."""
-        self._start += 1
-        start = self._start
-        self.status, self.error = "loading", None
+        it answered a ping, which runs only after its initializer loaded the model.
+
+        Returns at once: the process start happens in a thread of its own. Starting a process
+        blocks its caller until the forkserver has imported MLflow (> 30 s on a busy machine)
+        and the pool's submit holds a lock meanwhile; on the event loop that stalled every
+        request and admin call, a rollback's route change included.
+        """
+        with self._lock:
+            self._start += 1
+            start = self._start
+            self.status, self.error = "loading", None
+        threading.Thread(
+            target=self._launch,
+            args=(start,),
+            name=f"shadow-start-{self.model}-{self.version}",
+            daemon=True,
+        ).start()
+
+    def _launch(self, start: int) -> None:
+        """Create the pool and send the first ping (this is where the process starts)."""
+        with self._lock:
+            if start != self._start:
+                return  # closed or restarted before this thread ran
+            try:
+                pool = self._ensure()
+            except Exception as exc:  # noqa: BLE001 - reported by /readyz
+                self._fail(f"failed to start: {type(exc).__name__}: {exc}")
+                return
         try:
-            fut = self._ensure().submit(_ping)
-        except Exception as exc:  # noqa: BLE001 - reported by /readyz
-            self._fail(f"failed to start: {type(exc).__name__}: {exc}")
+            fut = pool.submit(_ping)
+        except Exception as exc:  # noqa: BLE001 - a pool closed meanwhile included
+            if start == self._start:
+                self._fail(f"failed to start: {type(exc).__name__}: {exc}")
             return
 
         def done(f) -> None:  # in the pool's management thread
@@ -209,14 +236,29 @@ class ShadowProcess:
             r.latency_ms = ms
         return results
 
-    def close(self) -> None:
-        self._start += 1
-        if self.status == "loaded":
-            self.status = "loading"
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            procs = list(getattr(pool, "_processes", {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            for p in procs:  # a busy (e.g. hung) worker would otherwise outlive its lane
-                with contextlib.suppress(Exception):
-                    p.terminate()
+    def close(self, wait: bool = False) -> None:
+        """Stop the worker; the pool's shutdown runs in a thread unless `wait` (it can block
+        behind a process start still under way)."""
+        with self._lock:
+            self._start += 1
+            if self.status == "loaded":
+                self.status = "loading"
+            pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if wait:
+            _stop_pool(pool)
+        else:
+            threading.Thread(
+                target=_stop_pool, args=(pool,), name="shadow-stop", daemon=True
+            ).start()
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    # under the pool's own lock: a process start under way finishes first, so it is stopped too
+    with getattr(pool, "_shutdown_lock", None) or contextlib.nullcontext():
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:  # a busy (e.g. hung) worker would otherwise outlive its lane
+        with contextlib.suppress(Exception):
+            p.terminate()

@@ -635,6 +635,12 @@ class Store:
 
         return self._read(run)
 
+    def load_routes_and_versions(self) -> tuple[dict[str, dict], dict[tuple, tuple[str, str]]]:
+        """Routes, and (model, version) -> (source, kind) of every registered version: what a
+        replica polls to keep in step with the others."""
+        routes = self.load_routes()
+        return routes, {(m, v): (s, k) for m, v, s, k in self.load_versions()}
+
     def load_versions(self) -> list[tuple[str, str, str, str]]:
         return self._read(
             lambda db: [

@@ -241,7 +241,7 @@ def default_sources() -> Sources:
         from model_rollout.orchestration.hooks import GatewayHook
 
         ep = GatewayHook().endpoint()
-        return GatewayBackend(ep.url, ep.token, timeout=5.0)
+        return GatewayBackend(ep.url, ep.token, timeout=5.0, retry_for=0)  # a page must not hang
 
     def registry():
         from model_rollout.orchestration.hooks import MlflowRegistryHook

@@ -100,6 +100,18 @@ def test_bad_input_gets_4xx_naming_the_problem(gw, client, iris_registry):
             "sepal_length",
         ),
         (b"", 400, "valid JSON"),
+        # inputs the model raises on, and whose fault is the request's (found by the fuzzer):
+        # an empty list where the signature takes one double, a request without rows
+        (
+            b'{"inputs": {"sepal_length": [[]], "sepal_width": [2.5], "petal_length": [3.0], "petal_width": [1.0]}}',
+            400,
+            "evaluating the model",
+        ),
+        (
+            b'{"instances": {"sepal_length": [], "sepal_width": [], "petal_length": [], "petal_width": []}}',
+            400,
+            "evaluating the model",
+        ),
     ]
     for body, status, needle in cases:
         r = post(gw, "bad", body)

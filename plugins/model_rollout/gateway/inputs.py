@@ -30,7 +30,8 @@ def input_fault(data: Any, schema: Any) -> str | None:
     if isinstance(data, np.ndarray):
         return _values_fault({"": data})
     if isinstance(data, dict) and all(isinstance(v, np.ndarray) for v in data.values()):
-        return _values_fault({str(k): v for k, v in data.items()})
+        arrays = {str(k): v for k, v in data.items()}
+        return _shape_fault(arrays, schema) or _values_fault(arrays)
     return None
 
 
@@ -42,6 +43,9 @@ def _rows(data: Any) -> int | None:
         return len(data)
     if isinstance(data, np.ndarray):
         return data.shape[0] if data.ndim else None
+    if isinstance(data, dict) and data and all(isinstance(v, np.ndarray) for v in data.values()):
+        lengths = {v.shape[0] if v.ndim else None for v in data.values()}
+        return lengths.pop() if len(lengths) == 1 else None  # columns of one length: rows
     return None
 
 
@@ -69,6 +73,23 @@ def _named_columns_fault(frame: Any, schema: Any) -> str | None:
             and (rows := np.flatnonzero(np.isinf(col.to_numpy()))).size
         ):
             return f"column {c.name!r} is infinite in row {int(rows[0])}"
+    return None
+
+
+def _shape_fault(arrays: dict[str, Any], schema: Any) -> str | None:
+    """A column the signature types as one scalar per row whose rows hold arrays instead
+    (`{"inputs": {"x": [[]]}}`: MLflow's enforcement turns the empty ones into NaN)."""
+    from mlflow.types import DataType
+
+    if schema is None or not schema.has_input_names():
+        return None
+    scalar = {c.name: c.type for c in schema.inputs if isinstance(c.type, DataType)}
+    for name, values in arrays.items():
+        if name in scalar and values.ndim != 1:
+            return (
+                f"column {name!r} takes one {scalar[name].name} per row, but its rows hold "
+                f"arrays of shape {tuple(values.shape[1:])}"
+            )
     return None
 
 

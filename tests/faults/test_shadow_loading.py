@@ -172,3 +172,74 @@ def test_shadow_worker_that_cannot_load_is_failed_and_its_copies_dropped(
         assert metric(scrape(gw), "model_gateway_shadow_unready_dropped_total", model=model) == 100
         assert why[0].startswith(f"{model}/2: shadow worker failed to load the model: "), why
         assert "this test model refuses to load in a worker process" in why[0], why
+
+
+def _forkserver_and_workers(gw) -> tuple:
+    """The gateway's forkserver process and the shadow workers forked from it."""
+    import psutil
+
+    procs = psutil.Process(gw.proc.pid).children(recursive=True)
+    forked = [p for p in procs if "multiprocessing.forkserver" in " ".join(p.cmdline())]
+    server = [p for p in forked if p.ppid() not in {q.pid for q in forked}]
+    assert len(server) == 1, [(p.pid, p.ppid(), p.cmdline()[:3]) for p in procs]
+    return server[0], [p for p in forked if p.ppid() == server[0].pid]
+
+
+def test_a_lost_shadow_worker_drops_its_copies_and_a_crashed_one_counts_them(
+    gw, iris_registry, shadow_models
+):
+    """Two ways a worker goes away. Its forkserver killed (nothing the model did; the pool
+    sees the worker's status pipe close): copies dropped, no shadow error, a new worker comes
+    back. The worker itself killed by a signal (as a crash in the model's native code or the
+    OOM killer would): the copies it held count as the shadow version's errors."""
+    import signal
+
+    model = "faults-shadow-lost"
+    with gateway_evidence(gw):
+        with admin_client(gw) as c:
+            url = serve_candidate(gw, c, model, iris_registry, shadow_models["slow"])
+            assert set_route(c, model, {"1": 100}, shadows=["2"]).status_code == 200
+
+            def ready_with(n: int):
+                if readyz_reasons(gw):
+                    return None
+                assert fire(url, n, concurrency=2).ok == n
+                return True
+
+            wait_until("the shadow worker to load", lambda: ready_with(1), timeout=180)
+            t0 = time.time()
+            server, workers = _forkserver_and_workers(gw)
+            assert workers, "no shadow worker process"
+            server.kill()
+            server.wait(30)
+            sent, deadline = 0, time.monotonic() + 180
+            while True:  # traffic until the worker is back
+                sent += len(fire(url, 20, concurrency=2).responses)
+                if not readyz_reasons(gw) and shadow_dropped(c, model) > 0:
+                    break
+                assert time.monotonic() < deadline, readyz_reasons(gw)
+            sent += len(fire(url, 50, concurrency=2).responses)
+
+            def settled():
+                shadow = arm(stats(c, model, since=t0), "2", "shadow") or {"requests": 0}
+                dropped = shadow_dropped(c, model)
+                return (shadow, dropped) if shadow["requests"] + dropped >= sent else None
+
+            shadow, dropped = wait_until("every copy answered or dropped", settled, timeout=60)
+            assert shadow["errors"] == 0 and dropped > 0, (shadow, dropped)
+            assert shadow["requests"] >= 50, shadow  # the new worker predicts again
+
+            # now the worker itself, by a signal
+            _, workers = _forkserver_and_workers(gw)
+            assert len(workers) == 1, workers
+            workers[0].send_signal(signal.SIGKILL)
+            workers[0].wait(30)
+
+            def charged():
+                fire(url, 5, concurrency=1)
+                shadow = arm(stats(c, model), "2", "shadow")  # none before: asserted above
+                return shadow if shadow and shadow["errors"] > 0 else None
+
+            shadow = wait_until("the crash's copies counted", charged, timeout=60)
+        assert "shadow worker faults-shadow-lost/2 died" in gw.log.read_text()
+        print(f"\nlost worker: {sent} copies, {dropped} dropped, crashed worker: {shadow}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from model_rollout.gateway.scoring import ScoringRequest, prediction_rows
+from model_rollout.gateway.shadow_worker import WorkerLost
 
 log = logging.getLogger("model_rollout.gateway.shadow")
 
@@ -111,6 +112,11 @@ class ShadowMirror:
                 continue
             try:
                 results = await target.predict_many([c.req for c in copies], self.timeout)
+            except WorkerLost:
+                key = (model, version)
+                self.dropped[key] = self.dropped.get(key, 0) + len(copies)
+                self.dropped_unready[key] = self.dropped_unready.get(key, 0) + len(copies)
+                continue
             except Exception:  # noqa: BLE001 - a shadow never takes the gateway down
                 log.exception("shadow %s/%s failed", model, version)
                 continue

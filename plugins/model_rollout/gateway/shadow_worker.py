@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import multiprocessing
 import os
@@ -33,6 +34,7 @@ def _init(
     priority keeps a busy machine from starving the worker's start for minutes). A load error
     is kept for `_ping` to report rather than raised: a raising initializer only shows as a
     bare BrokenProcessPool in the gateway."""
+    faulthandler.enable()  # a crash in native code leaves its stack in the gateway's log
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     from model_rollout.gateway.models import PyfuncVersion
@@ -66,6 +68,15 @@ def _ping() -> str | None:
 _CONTEXT: Any = None
 
 
+class WorkerLost(Exception):
+    """The worker process went away without crashing (no signal): the copies it held are
+    dropped, like copies sent while it loads, rather than counted against the version."""
+
+    def __init__(self, copies: int):
+        super().__init__(f"shadow worker lost with {copies} copies")
+        self.copies = copies
+
+
 def worker_context():
     """A forkserver that has imported MLflow once: each shadow worker forks from it and only
     loads its model (~0.5 s) instead of importing MLflow again (~5 s of CPU)."""
@@ -87,8 +98,11 @@ class ShadowProcess:
     only to a "loaded" worker and drops (and counts) the others: a copy sent to a worker still
     loading would wait for the load, time out and count as an error of the shadow version,
     which is the candidate's record, for something that is not its fault. A worker that dies
-    is restarted at once (copies dropped until it is back); one that failed to start is
-    retried on a copy arriving `RETRY_INTERVAL` seconds later or more.
+    is restarted at once (copies dropped until it is back). The copies it held count as the
+    version's errors when a signal killed it (a crash in the model's native code, the OOM
+    killer), and are dropped when it was lost otherwise (its forkserver gone: the pool then
+    sees the worker's status pipe close, exit code 255). One that failed to start is retried
+    on a copy arriving `RETRY_INTERVAL` seconds later or more.
     """
 
     kind = "pyfunc"
@@ -223,12 +237,22 @@ class ShadowProcess:
                 )
                 part = [_failed(late, 504, "TIMEOUT") for _ in chunk]
             except BrokenProcessPool as exc:
+                codes = [p.exitcode for p in (getattr(pool, "_processes", None) or {}).values()]
                 log.warning(
-                    "shadow worker %s/%s died (%s); restarting it", self.model, self.version, exc
+                    "shadow worker %s/%s died (%s; exit codes %s); restarting it",
+                    self.model,
+                    self.version,
+                    exc,
+                    codes,
                 )
                 if pool is self._pool:
                     self.close()
                     self.prewarm()
+                if not any(c is not None and c < 0 for c in codes):
+                    # not killed by a signal (a crash in the model's native code, the OOM
+                    # killer): the process was lost, e.g. with its forkserver; the copies are
+                    # dropped, not the candidate's errors
+                    raise WorkerLost(len(reqs)) from exc
                 part = [_failed(unavailable, 503, "UNAVAILABLE") for _ in chunk]
             results.extend(part)
         ms = (time.perf_counter() - t0) * 1000.0

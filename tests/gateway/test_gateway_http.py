@@ -289,7 +289,7 @@ def test_slow_shadow_does_not_move_primary_latency(gw, client, iris_registry):
     # the 1 s-per-call test model is row-independent by design: its copies may share calls
     # (batching auto would predict a custom pyfunc one copy at a time: 1 s each)
     uri = f"models:/{iris_registry['_name']}/{iris_registry['slow1s']}"
-    assert load(client, "shadowed", "2", uri=uri, batching="on").status_code == 200
+    assert load(client, "shadowed", "2", uri=uri, batching="on")["status"] == "loaded"
     assert set_route(client, "shadowed", {"1": 100}).status_code == 200
     fire(inv(gw, "shadowed"), 100, concurrency=4)  # warm up
     base = fire(inv(gw, "shadowed"), 400, concurrency=4)

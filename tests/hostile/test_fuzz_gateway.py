@@ -399,6 +399,7 @@ def test_fuzz_admin_with_the_token(hostile_gw, tally):
         @given(call=authorised_calls())
         @example(call=("PUT", "/admin/models/adm/route", None, b"[" * 50_000, {}))
         @example(call=("GET", "/admin/models/adm/stats", None, None, {"since": "1e400"}))
+        @example(call=("GET", "/admin/models/adm/stats", None, None, {"since": "9.2e18"}))
         def run(call):
             method, path, json, body, params = call
             if json is not None:

@@ -134,6 +134,9 @@ async def staging_invocations(request: Request, gw: Gateway) -> Response:
     )
 
 
+LAST_UNIX_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z; beyond, cell bounds overflow SQL
+
+
 @guarded
 async def get_stats(request: Request, gw: Gateway) -> Response:
     bounds = {}
@@ -145,10 +148,11 @@ async def get_stats(request: Request, gw: Gateway) -> Response:
             value = float(raw)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < 0:
+        if not math.isfinite(value) or not 0 <= value <= LAST_UNIX_SECOND:
             raise GatewayError(
                 422,
-                f"'{key}' must be unix seconds (a number >= 0); got {raw!r}",
+                f"'{key}' must be unix seconds (a number from 0 to {LAST_UNIX_SECOND}, "
+                f"year 9999); got {raw!r}",
                 "INVALID_PARAMETER_VALUE",
             )
         bounds[key] = value

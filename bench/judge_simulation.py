@@ -345,9 +345,18 @@ def summary(rows: list[dict], policy: Policy, runs: int) -> dict:
     }
 
 
-def run_all(runs_scale: float, jobs: int, seed: int, cap: int | None = None) -> dict:
-    """Every scenario at its rates; `cap` bounds the runs of all but the A/A headline
-    (identical at 200 req/s keeps its count: the false-rollback rate needs it)."""
+def run_all(
+    runs_scale: float,
+    jobs: int,
+    seed: int,
+    cap: int | None = None,
+    other_cap: int | None = None,
+    peer_cap: int | None = None,
+) -> dict:
+    """Every scenario at its rates. `cap` bounds the runs of the 200 req/s rows but the A/A
+    headline (identical at 200 req/s keeps its count: the false-rollback rate needs it),
+    `other_cap` those at the other rates; `peer_cap` bounds the peers' runs (they replay the
+    first seeds of the same streams)."""
     base = load_policy(SHIPPED)
     results = []
     t0 = time.time()
@@ -358,11 +367,20 @@ def run_all(runs_scale: float, jobs: int, seed: int, cap: int | None = None) -> 
                 good = traffic_of(replace(sc, effects=()), rate)
                 policy, which = policy_for(good, base)
                 runs = max(20, int((sc.runs if rate == 200 else min(sc.runs, 300)) * runs_scale))
-                if cap and not (sc.name == "identical" and rate == 200):
+                if rate != 200 and other_cap:
+                    runs = min(runs, other_cap)
+                elif rate == 200 and cap and sc.name != "identical":
                     runs = min(runs, cap)
+                counts = {
+                    j: min(runs, peer_cap or runs) if j != JUDGES[0] else runs for j in JUDGES
+                }
                 effect = parse_effects(list(sc.effects))
-                chunks = [list(range(seed + i, seed + runs, 16)) for i in range(16)]
-                tasks = [(j, policy, traffic, effect, c) for j in JUDGES for c in chunks if c]
+                tasks = [
+                    (j, policy, traffic, effect, c)
+                    for j in JUDGES
+                    for c in (list(range(seed + i, seed + counts[j], 16)) for i in range(16))
+                    if c
+                ]
                 started = time.time()
                 rows: dict[str, list[dict]] = {j: [] for j in JUDGES}
                 for part in pool.map(_run, tasks):
@@ -375,7 +393,7 @@ def run_all(runs_scale: float, jobs: int, seed: int, cap: int | None = None) -> 
                     "good": sc.good,
                     "policy": which,
                     "seconds": round(time.time() - started, 1),
-                    "judges": {j: summary(rows[j], policy, runs) for j in JUDGES},
+                    "judges": {j: summary(rows[j], policy, counts[j]) for j in JUDGES},
                 }
                 results.append(entry)
                 ours = entry["judges"]["this product"]
@@ -426,14 +444,15 @@ def render(data: dict, meta: dict) -> str:
         "",
         "## Good candidates: promoted, rolled back, paused",
         "",
-        "| scenario | req/s | policy | judge | promoted [95% CI] | rolled back [95% CI] | paused | median min | p90 min |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| scenario | req/s | policy | judge | runs | promoted [95% CI] | rolled back [95% CI] | paused | median min | p90 min |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in (e for e in res if e["good"]):
         for j in JUDGES:
             s = e["judges"][j]
             lines.append(
-                f"| {e['scenario']} | {e['rate']} | {e['policy']} | {j} | {ci(s, 'promoted')} | "
+                f"| {e['scenario']} | {e['rate']} | {e['policy']} | {j} | {s['runs']} | "
+                f"{ci(s, 'promoted')} | "
                 f"{ci(s, 'rolled_back')} | {pct(s['paused'])} | {mins(s['median_minutes'])} | "
                 f"{mins(s['p90_minutes'])} |"
             )
@@ -445,8 +464,8 @@ def render(data: dict, meta: dict) -> str:
         "(mirrored copies for the shadow, live traffic for a step) to the decision. Served = "
         "live requests the candidate answered before the rollback (median).",
         "",
-        "| scenario | req/s | judge | rolled back [95% CI] | promoted | paused | caught in | median min from exposure | median min from start | served |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | req/s | judge | runs | rolled back [95% CI] | promoted | paused | caught in | median min from exposure | median min from start | served |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in (e for e in res if not e["good"]):
         for j in JUDGES:
@@ -458,7 +477,7 @@ def render(data: dict, meta: dict) -> str:
             )
             served = s["median_served_at_rollback"]
             lines.append(
-                f"| {e['scenario']} | {e['rate']} | {j} | {ci(s, 'rolled_back')} | "
+                f"| {e['scenario']} | {e['rate']} | {j} | {s['runs']} | {ci(s, 'rolled_back')} | "
                 f"{pct(s['promoted'])} | {pct(s['paused'])} | {where or '-'} | "
                 f"{mins(s['median_rollback_from_exposure'])} | {mins(s['median_minutes'])} | "
                 f"{'-' if served is None else f'{served:,.0f}'} |"
@@ -588,6 +607,9 @@ def method_notes() -> list[str]:
         "",
         "```",
         ".venv/bin/python bench/judge_simulation.py              # all scenarios, writes this page",
+        "# this page's run sizes (~70 min on 2 cores): 2000 A/A rollouts at 200 req/s, 100 per",
+        "# other row at 200 req/s, 40 at 20 and 2000 req/s, peers at most 100",
+        ".venv/bin/python bench/judge_simulation.py --runs 100 --other-runs 40 --peer-runs 100",
         ".venv/bin/python bench/judge_simulation.py --quick --no-write",
         ".venv/bin/python bench/judge_simulation.py --render-only # the page from the last results",
         "model-rollout simulate iris --rate 200 --runs 2000 --json # one scenario, this product",
@@ -601,20 +623,30 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="do not write docs/judge.md")
     ap.add_argument("--render-only", action="store_true", help="render the last results")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--runs", type=int, help="at most this many runs per row but the A/A one")
+    ap.add_argument("--runs", type=int, help="at most this many runs per 200 req/s row but A/A")
+    ap.add_argument("--other-runs", type=int, help="at most this many runs at other rates")
+    ap.add_argument("--peer-runs", type=int, help="at most this many runs per row for the peers")
     ap.add_argument("--seed", type=int, default=20261201)
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.render_only:
         data = json.loads(args.results.read_text())
     else:
-        data = run_all(0.1 if args.quick else 1.0, args.jobs, args.seed, args.runs)
+        data = run_all(
+            0.1 if args.quick else 1.0,
+            args.jobs,
+            args.seed,
+            args.runs,
+            args.other_runs,
+            args.peer_runs,
+        )
         data["command"] = " ".join(["bench/judge_simulation.py", *sys.argv[1:]])
+        data["load"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())  # at the run's end
         args.results.write_text(json.dumps(data))
     meta = {
         "command": f"`{data.get('command', 'bench/judge_simulation.py')}`",
         "cpus": os.cpu_count(),
-        "load": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "load": data.get("load", "not recorded"),
     }
     page = render(data, meta)
     if args.no_write:

@@ -27,7 +27,7 @@ class GatewayCollector:
 
     def collect(self):
         gw = self.gw
-        totals = dict(gw.recorder.totals)
+        totals, pair_totals = gw.recorder.totals_copy()
         labels = ["model", "version", "arm"]
         req = CounterMetricFamily("model_gateway_requests", "Requests answered", labels=labels)
         err = CounterMetricFamily(
@@ -73,7 +73,7 @@ class GatewayCollector:
             "Paired predictions that agreed",
             labels=["model", "shadow", "primary"],
         )
-        for (m, s, p), cell in sorted(dict(gw.recorder.pair_totals).items()):
+        for (m, s, p), cell in sorted(pair_totals.items()):
             pairs.add_metric([m, s, p], cell.pairs)
             agree.add_metric([m, s, p], cell.agree)
         yield from (pairs, agree)

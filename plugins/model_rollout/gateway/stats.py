@@ -218,22 +218,35 @@ class Recorder:
     def drain_with(self, take: Callable[[], T]) -> tuple[T, tuple[dict, dict]]:
         """`take()` and the pending deltas, in one step under the lock (the store takes its log
         rows here, so rows and counts of the same requests are committed together); the deltas
-        are folded into the since-start totals."""
+        are folded into the since-start totals, under the lock too: /metrics reads them on the
+        event loop while this runs in the store's flush thread."""
         with self._lock:
             taken = take()
             arms, self._arms = self._arms, {}
             pairs, self._pairs = self._pairs, {}
-        for (m, v, a, _), cell in arms.items():
-            tot = self.totals.get((m, v, a))
-            if tot is None:
-                tot = self.totals[(m, v, a)] = ArmCell()
-            tot.merge(cell)
-        for (m, s, p, _), cell in pairs.items():
-            tot = self.pair_totals.get((m, s, p))
-            if tot is None:
-                tot = self.pair_totals[(m, s, p)] = PairCell()
-            tot.merge(cell)
+            for (m, v, a, _), cell in arms.items():
+                tot = self.totals.get((m, v, a))
+                if tot is None:
+                    tot = self.totals[(m, v, a)] = ArmCell()
+                tot.merge(cell)
+            for (m, s, p, _), cell in pairs.items():
+                tot = self.pair_totals.get((m, s, p))
+                if tot is None:
+                    tot = self.pair_totals[(m, s, p)] = PairCell()
+                tot.merge(cell)
         return taken, (arms, pairs)
+
+    def totals_copy(self) -> tuple[dict, dict]:
+        """Copies of the since-start totals (arms, pairs), taken under the lock."""
+        with self._lock:
+            arms = {k: _copied(ArmCell(), c) for k, c in self.totals.items()}
+            pairs = {k: _copied(PairCell(), c) for k, c in self.pair_totals.items()}
+        return arms, pairs
+
+
+def _copied(empty, cell):
+    empty.merge(cell)
+    return empty
 
 
 def window_ranges(since: int, now: int, until: int | None = None) -> list[tuple[int, int, int]]:

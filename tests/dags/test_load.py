@@ -4,7 +4,8 @@ The load runs in its own process (`python -m model_rollout.loadgen`, so it does 
 GIL with `dag.test()`), records every answer (time, request id, version) and posts a business
 outcome for a quarter of them. Checked per run: no failed request; the gateway's request log holds exactly
 the answered request ids (no row lost, none invented); at each traffic step the versions that
-answered match the configured weights within binomial tolerance; the rate held over the run.
+answered match the configured weights within binomial tolerance; no answer gap longer than
+MAX_GAP (the rate held is reported).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from support.rollout_env import champion_serving, rollout_env, states, ti_times,
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 RATE = 220.0  # requests/s asked of the generator
-# held over the run: the generator, the gateway, Airflow and the other test group share 2
-# cores (190 seen once with a simulation beside them); a stall of a few seconds in the data
-# plane during a route change would still pull it below
-MIN_RATE = 180.0
+# What the rate held depends on the machine (generator, gateway, Airflow and the other test
+# group share 2 cores: 161-212 req/s seen), so it is reported, not asserted. What is asserted
+# is the contract: no answer waits on a route change, i.e. no gap between consecutive answers
+# longer than MAX_GAP while 16 workers keep asking (a stalled data plane shows as one).
+MAX_GAP = 5.0
 STEPS = [10, 50, 100]
 POLICY = """
 steps: [10, 50, 100]
@@ -157,13 +159,16 @@ def check_load(env, model: str, v1: str, v2: str, dr, result: dict) -> list[str]
     elapsed = result["stopped"] - result["started"]
     assert result["failed"] == {}, result["failed"]
     assert result["sent"] == answered
-    assert answered / elapsed >= MIN_RATE, f"{answered / elapsed:.0f} req/s held"
+    times = sorted(t for t, _, _ in result["answers"])
+    gap = max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+    assert gap < MAX_GAP, f"the data plane answered nothing for {gap:.1f} s"
     ids = {rid for _, rid, _ in result["answers"]}
     assert len(ids) == answered
     logged = logged_request_ids(env, model)
     assert logged == ids, f"{len(ids - logged)} answers not logged, {len(logged - ids)} extra rows"
     lines = [
-        f"{model}: {answered} requests in {elapsed:.0f} s ({answered / elapsed:.0f} req/s), "
+        f"{model}: {answered} requests in {elapsed:.0f} s ({answered / elapsed:.0f} req/s, "
+        f"longest gap {gap:.2f} s), "
         f"0 failed, {result['feedback']} feedback, {len(logged)} log rows = answers"
     ]
     for weight, t0, t1 in step_windows(dr):

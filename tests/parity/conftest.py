@@ -19,6 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from catalogue import Kind, build_models  # noqa: E402
+from support.gateway_api import load  # noqa: E402
 from support.servers import (  # noqa: E402
     VENV_BIN,
     GatewayProcess,
@@ -90,8 +91,8 @@ def parity_gateway(kinds, tmp_path_factory) -> GatewayProcess:
             specs["iris-off"] = {"uri": str(kinds["iris"].path), "batching": "off"}
             specs["batch_dep-on"] = {"uri": str(kinds["batch_dep"].path), "batching": "on"}
             for name, spec in specs.items():
-                r = c.put(f"/admin/models/{name}/versions/1", json=spec)
-                assert r.status_code == 200, r.text
+                doc = load(c, name, "1", **spec)  # answered at once, then loaded
+                assert doc["status"] == "loaded", doc
                 r = c.put(
                     f"/admin/models/{name}/route", json={"generation": 0, "weights": {"1": 100}}
                 )

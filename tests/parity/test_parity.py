@@ -21,6 +21,7 @@ import httpx
 import pytest
 import requests
 from catalogue import payloads
+from support.gateway_api import load
 from support.servers import GatewayProcess
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
@@ -212,10 +213,9 @@ def check_setting_survives_restart(gw, uri: str) -> None:
             json={"upstream": "http://127.0.0.1:9/x", "batching": "on"},
         )
         assert r.status_code == 422 and "'batching'" in r.json()["message"], r.text
-        assert (
-            c.put("/admin/models/m/versions/1", json={"uri": uri}).json()["batching"]["mode"]
-            == "auto"
-        )
+        assert load(c, "m", "1", uri)["status"] == "loaded"
+        state = c.get("/admin/state").json()
+        assert state["models"]["m"]["versions"]["1"]["batching"]["mode"] == "auto"
         r = c.put("/admin/models/m/versions/1", json={"uri": uri, "batching": "on"})
         assert r.status_code == 200 and r.json()["batching"]["mode"] == "on", r.text
         assert r.json()["batching"]["coalesces"] is True
@@ -333,8 +333,9 @@ def test_nulls_and_infinities_are_the_requests_fault_without_named_columns(
     mlflow.sklearn.save_model(clf, path, signature=infer_signature(X, clf.predict(X)))
     gw = parity_gateway
     with httpx.Client(base_url=gw.url, headers=gw.auth, timeout=120) as c:
-        r = c.put("/admin/models/ts/versions/1", json={"uri": str(path)})
-        assert r.status_code == 200 and r.json()["batching"]["coalesces"] is False, r.text
+        assert load(c, "ts", "1", str(path))["status"] == "loaded"
+        b = c.get("/admin/state").json()["models"]["ts"]["versions"]["1"]["batching"]
+        assert b["coalesces"] is False, b
         assert (
             c.put(
                 "/admin/models/ts/route", json={"generation": 0, "weights": {"1": 100}}

@@ -279,12 +279,7 @@ def test_model_errors_are_400_like_mlflow_yet_count_against_the_version(kinds, p
     version's error, while a request breaking the signature is only 'rejected'."""
     gw = parity_gateway
     with httpx.Client(base_url=gw.url, headers=gw.auth, timeout=120) as c:
-        assert (
-            c.put(
-                "/admin/models/fo/versions/1", json={"uri": str(kinds["frame_out"].path)}
-            ).status_code
-            == 200
-        )
+        assert load(c, "fo", "1", str(kinds["frame_out"].path))["status"] == "loaded"
         assert (
             c.put(
                 "/admin/models/fo/route", json={"generation": 0, "weights": {"1": 100}}

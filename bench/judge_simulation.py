@@ -578,7 +578,12 @@ def method_notes() -> list[str]:
         "50% is not drowned by good evidence from 5%. Latency quantiles are judged per step "
         "(load changes with the step) at alpha / steps.",
         "- *Guards, then a proof.* The shadow and every step before the last live step go on "
-        "at their window's end unless a degradation is shown. The last live step must show "
+        "at their window's end unless a degradation is shown; the shadow and the step before "
+        "the last one hold their share instead while a degradation is nearly shown (its "
+        "e-value past alpha^(-1/3): a third of the way to a rollback on the log scale) until "
+        "the evidence settles it or `max_stage_duration` pauses the rollout (holding earlier "
+        "steps too made bad candidates slower to catch: the next small step sees more, "
+        "faster). The last live step must show "
         "every applicable metric within tolerance (a metric shown so at any look stays shown: "
         "no flicker at the last look). Undecided at the window's end: `extend` keeps watching "
         "up to `max_stage_duration` when the projection (the judge re-run on the stage's counts "

@@ -144,3 +144,56 @@ def test_plan_gives_every_monitor_its_stage_and_one_alpha(action):
         "canary.latency_tail",
         "canary.kpi",
     )
+
+
+def kpi_stream(step: int = 25) -> StageStream:
+    """Expected counts (no draws): a KPI 10% lower, which 10 minutes at 25% of 200 req/s
+    nearly show beyond the 5% margin but do not yet show."""
+    traffic = Traffic(rate=200, feedback_share=1.0)
+    return StageStream(traffic, Effect(kpi_factor=0.9), mode="canary", step=step, expected=True)
+
+
+def guard_at(position: int, *, max_duration: float) -> Stage:
+    return Stage("step_25", "canary", 25, WINDOW, max_duration, GUARD, position, 3)
+
+
+def look_until(m: StageMonitor, s: StageStream, until: float, start: float = 0.0):
+    out, t = None, start
+    while out is None and t < until:
+        s.advance(10)
+        t += 10
+        out = m.look(s.snapshot(), now=t)
+    return out, t
+
+
+def test_the_last_guard_holds_while_harm_is_nearly_shown_and_the_evidence_settles_it():
+    plan = plan_for(Policy(model="m"))
+    assert [s.name for s in plan.stages if s.holds_on_suspicion] == ["shadow", "step_25"]
+    early, last = (
+        monitor(guard_at(0, max_duration=3 * WINDOW)),
+        monitor(guard_at(1, max_duration=3 * WINDOW)),
+    )
+    assert not early.stage.holds_on_suspicion and last.stage.holds_on_suspicion
+    s_early, s_last = kpi_stream(), kpi_stream()
+    out_early, _ = look_until(early, s_early, WINDOW)
+    out_last, _ = look_until(last, s_last, WINDOW)
+    kpi = early.judge(s_early.snapshot()).metrics["kpi"]
+    assert kpi.status == "inconclusive" and kpi.threshold / 3 <= kpi.value < kpi.threshold
+    # an early guard goes on (the next step sees more, faster); the last one holds its share
+    assert out_early["outcome"] == "passed"
+    assert out_last is None and last.leaning == ["kpi"]
+    out, t = look_until(last, s_last, 3 * WINDOW, start=WINDOW)
+    assert out is not None and out["outcome"] == "degraded", out
+    assert "kpi" in out["reason"] and WINDOW < t < 3 * WINDOW
+
+
+@pytest.mark.parametrize(
+    ("action", "ending"), [("pause", "Paused for a human decision."), ("rollback", "Rolling back.")]
+)
+def test_a_hold_that_the_evidence_does_not_settle_ends_with_the_policys_action(action, ending):
+    m = monitor(guard_at(1, max_duration=WINDOW + 30), action=action)
+    out, t = look_until(m, kpi_stream(), 2 * WINDOW)
+    assert out["outcome"] == "inconclusive" and t == WINDOW + 30
+    assert out["reason"].startswith("Held at this step for 10 min (its max duration)")
+    assert "kpi log e-value" in out["reason"] and out["reason"].endswith(ending)
+    assert next_move(out["outcome"], action) == (REVIEW if action == "pause" else ROLLBACK)

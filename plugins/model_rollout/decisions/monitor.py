@@ -4,7 +4,10 @@ Each look judges the stage (with the earlier stages of its phase as evidence) an
 outcome or None (keep watching):
 
 - degraded / invalid (sample ratio mismatch): at once, whatever the window.
-- guard stage, window over: "passed" unless harm was shown (the candidate must have served).
+- guard stage, window over: "passed" unless harm was shown (the candidate must have served),
+  or, for a guard that `holds_on_suspicion`, nearly shown (`leaning_degraded`): that step holds
+  its traffic until the evidence settles it, up to the stage's max duration, then
+  "inconclusive" (the policy's action).
 - proof stage: "healthy" once every applicable metric has been shown within tolerance at some
   look of the stage (each metric's test is anytime-valid, so a metric shown healthy stays
   shown: a later look's noise cannot take it back, and no flicker at the window's last look
@@ -41,6 +44,26 @@ def next_move(outcome: str | None, inconclusive_action: Literal["pause", "rollba
     if outcome in ("inconclusive", "invalid") and inconclusive_action == "pause":
         return REVIEW
     return ROLLBACK
+
+
+def leaning_degraded(verdict) -> list[str]:
+    """Metrics whose evidence of harm has come a third of the way to a rollback (log scale).
+
+    Why: a guard step passes when no harm is *shown*, but a regression that is nearly shown
+    (e-value >= alpha^(-1/3)) is far likelier harm than noise: a candidate at its tolerance gets
+    there with probability at most alpha^(1/3) over the whole stage (Ville's inequality, for the
+    e-process metrics), and a candidate as good as the incumbent far less often. Such a guard
+    holds its traffic until the evidence settles it either way instead of raising the
+    candidate's share; the rollback test itself, and so its error bound, is unchanged.
+    """
+    return sorted(
+        name
+        for name, m in verdict.metrics.items()
+        if m.statistic.startswith("log e-value")
+        and math.isfinite(m.value)
+        and math.isfinite(m.threshold)
+        and m.value >= m.threshold / 3
+    )
 
 
 def minutes(seconds: float) -> str:
@@ -82,6 +105,7 @@ class StageMonitor:
         self.extended_until: float | None = None
         self.needed_seconds: float | None = None
         self.projected_as_baseline = False
+        self.leaning: list[str] = []
 
     # -- the judge ---------------------------------------------------------------------------
     def judge(self, snapshot: Mapping, earlier: Sequence[Mapping] = ()):
@@ -116,13 +140,10 @@ class StageMonitor:
         if now < self.since + self.stage.window:
             return None
         missing = self.missing(verdict)
+        hard_end = self.since + self.stage.max_duration
         if self.stage.role == GUARD:
             if self._candidate_served(snapshot):
-                reason = (
-                    f"No degradation shown in {minutes(now - self.since)} "
-                    f"({self._served_text(verdict)})."
-                )
-                return self._outcome("passed", verdict, reason, now)
+                return self._guard_end(verdict, now)
         elif not missing and complete:
             reason = (
                 f"Every metric shown within tolerance ({', '.join(sorted(self.shown_healthy))}) "
@@ -131,7 +152,6 @@ class StageMonitor:
             return self._outcome("healthy", verdict, reason, now)
         if self.extended_until is not None and now < self.extended_until:
             return None
-        hard_end = self.since + self.stage.max_duration
         first = self.extended_until is None
         self.needed_seconds = self.project(snapshot, earlier, now, missing)
         if first and now < hard_end:
@@ -146,6 +166,19 @@ class StageMonitor:
                 self.extended_until = hard_end  # wait for it (a guard: for traffic), bounded
                 return None
         return self._outcome("inconclusive", verdict, self._undecided_reason(missing, now), now)
+
+    def _guard_end(self, verdict, now: float) -> dict[str, Any] | None:
+        """A guard whose window is over and whose candidate served: passed, or held."""
+        self.leaning = leaning_degraded(verdict) if self.stage.holds_on_suspicion else []
+        if not self.leaning:
+            reason = (
+                f"No degradation shown in {minutes(now - self.since)} "
+                f"({self._served_text(verdict)})."
+            )
+            return self._outcome("passed", verdict, reason, now)
+        if now < self.since + self.stage.max_duration:
+            return None  # hold: more traffic here settles it, and exposes no one more
+        return self._outcome("inconclusive", verdict, self._held_reason(verdict, now), now)
 
     def missing(self, verdict) -> list[str]:
         """Applicable metrics not yet shown within tolerance in this stage."""
@@ -228,6 +261,19 @@ class StageMonitor:
         if nc is None or nb is None:
             return "the traffic so far"
         return f"{nc:,.0f} candidate and {nb:,.0f} baseline requests"
+
+    def _held_reason(self, verdict, now: float) -> str:
+        evidence = "; ".join(
+            f"{name} log e-value {verdict.metrics[name].value:.1f} of "
+            f"{verdict.metrics[name].threshold:.1f} for a rollback"
+            for name in self.leaning
+        )
+        then = {"pause": " Paused for a human decision.", "rollback": " Rolling back."}
+        return (
+            f"Held at this step for {minutes(now - self.since)} (its max duration): the evidence "
+            f"leans towards a degradation without showing it ({evidence}), so the candidate's "
+            f"share was not raised.{then[self.inconclusive_action]}"
+        )
 
     def _undecided_reason(self, missing: list[str], now: float) -> str:
         stage, elapsed = self.stage, now - self.since

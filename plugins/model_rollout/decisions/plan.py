@@ -43,6 +43,19 @@ class Stage:
     phase_stages: int
 
     @property
+    def holds_on_suspicion(self) -> bool:
+        """Whether this guard holds its traffic while harm is nearly shown (monitor.py).
+
+        The shadow does (the next step exposes users) and so does the last guard before the
+        proof (the next step is the largest share before cutover). Earlier guards go on: the
+        next guard gathers evidence several times faster at a still small share, and holding
+        them made bad candidates slower to catch in the simulations (docs/judge.md).
+        """
+        return self.role == GUARD and (
+            self.mode == "shadow" or self.position == self.phase_stages - 2
+        )
+
+    @property
     def traffic_task_id(self) -> str:
         """The task that applies the stage's traffic and records when (`applied_at`)."""
         return f"{self.name}.start" if self.mode == "shadow" else f"{self.name}.set_traffic"

@@ -63,13 +63,18 @@ def _doc(policy: Policy) -> str:
     plan = plan_for(policy)
     stages = "\n".join(
         f"- **{s.name}** ({s.role}): {s.window / 60:g} min"
-        + (f", up to {s.max_duration / 60:g} min" if s.role == "proof" else "")
+        + (
+            f", up to {s.max_duration / 60:g} min"
+            if s.role == "proof" or s.holds_on_suspicion
+            else ""
+        )
         for s in plan.stages
     )
     return (
         f"Rollout of MLflow model **{policy.model}**. Trigger with conf "
         f'`{{"version": "<n>"}}`.\n\n{stages}\n\nGuards go on at their window\'s end '
-        "unless a degradation is shown; the proof step must show every metric within tolerance "
+        "unless a degradation is shown (those with an upper bound hold their share while one is "
+        "nearly shown, until the evidence settles it); the proof step must show every metric within tolerance "
         f"on all live steps' evidence, else the rollout ends in a {policy.inconclusive_action} "
         f"saying how many more minutes it would need. alpha {policy.judge.alpha} over the whole rollout "
         f"({len(plan.tests)} tests). How long at your traffic: "

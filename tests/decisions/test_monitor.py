@@ -182,6 +182,8 @@ def test_the_last_guard_holds_while_harm_is_nearly_shown_and_the_evidence_settle
     # an early guard goes on (the next step sees more, faster); the last one holds its share
     assert out_early["outcome"] == "passed"
     assert out_last is None and last.leaning == ["kpi"]
+    assert last.progress(s_last.snapshot(), now=WINDOW)["leaning"] == ["kpi"]
+    assert early.progress(s_early.snapshot(), now=WINDOW)["leaning"] == []
     out, t = look_until(last, s_last, 3 * WINDOW, start=WINDOW)
     assert out is not None and out["outcome"] == "degraded", out
     assert "kpi" in out["reason"] and WINDOW < t < 3 * WINDOW

@@ -65,3 +65,18 @@ def test_a_guard_step_and_no_rollout_say_less():
     assert "guard: goes on" in progress_html(p)
     assert stage_progress(backend, "iris", "4", {}, tasks) is None  # no incumbent: first rollout
     assert progress_html(None) == ""
+
+
+def test_a_holding_guard_says_what_it_holds_for():
+    now = time.time()
+    starts = {5: now - 1260, 25: now - 660}
+    tasks = [
+        {"task_id": "canary_5.set_traffic", "state": "success", "end": starts[5]},
+        {"task_id": "step_25.set_traffic", "state": "success", "end": starts[25]},
+    ]
+    backend = StagesBackend(starts, rate=200.0)
+    p = stage_progress(backend, "iris", "4", {"champion": "3"}, tasks)
+    assert p["stage"] == "step_25" and p["role"] == "guard" and p["leaning"] == []
+    assert "guard: goes on" in progress_html(p)  # an identical candidate: nothing to hold for
+    html = progress_html({**p, "leaning": ["kpi"]})
+    assert "nearly shown on kpi" in html and "holds its share" in html

@@ -241,6 +241,7 @@ class StageMonitor:
             "status": verdict.status,
             "reason": verdict.reason,
             "missing": missing,
+            "leaning": leaning_degraded(verdict) if self.stage.holds_on_suspicion else [],
             "needed_seconds": needed,
             "needed_as_baseline": self.projected_as_baseline,
         }

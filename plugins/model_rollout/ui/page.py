@@ -221,7 +221,12 @@ def progress_html(p: dict[str, Any] | None) -> str:
     if not p:
         return ""
     minutes = f"{p['elapsed_seconds'] / 60:.1f} of {p['window_seconds'] / 60:.0f} min"
-    if p["role"] == "guard":
+    if p["role"] == "guard" and p.get("leaning"):
+        what = (
+            "guard: a degradation is nearly shown on " + ", ".join(p["leaning"]) + "; "
+            "the step holds its share until the evidence settles it"
+        )
+    elif p["role"] == "guard":
         what = "guard: goes on at the window's end unless a degradation is shown"
     elif not p["missing"]:
         what = "every metric shown within tolerance"

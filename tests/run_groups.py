@@ -28,6 +28,8 @@ SIDE = [
     "tests/backends",
     "tests/gateway/test_control_plane.py",
     "tests/gateway/test_control_plane_loaded.py",
+    "tests/parity",  # its own servers (`mlflow models serve` and gateways)
+    "tests/hostile/test_fuzz_policy.py",  # no server at all
 ]
 
 

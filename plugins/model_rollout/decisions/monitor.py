@@ -54,7 +54,9 @@ def leaning_degraded(verdict) -> list[str]:
     there with probability at most alpha^(1/3) over the whole stage (Ville's inequality, for the
     e-process metrics), and a candidate as good as the incumbent far less often. Such a guard
     holds its traffic until the evidence settles it either way instead of raising the
-    candidate's share; the rollback test itself, and so its error bound, is unchanged.
+    candidate's share; the rollback test itself, and so its error bound, is unchanged. A hold
+    the evidence has not settled by the stage's max duration (at once when the policy does not
+    `extend`) ends like an undecided proof: the policy's inconclusive action, never "degraded".
     """
     return sorted(
         name

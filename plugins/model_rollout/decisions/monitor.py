@@ -33,6 +33,7 @@ from model_rollout.decisions.projection import as_baseline, needed_factor
 NEXT = "next"
 REVIEW = "review"
 ROLLBACK = "rollback"
+ACTION_TEXT = {"pause": " Paused for a human decision.", "rollback": " Rolling back."}
 
 
 def next_move(outcome: str | None, inconclusive_action: Literal["pause", "rollback"]) -> str:
@@ -142,7 +143,6 @@ class StageMonitor:
         if now < self.since + self.stage.window:
             return None
         missing = self.missing(verdict)
-        hard_end = self.since + self.stage.max_duration
         if self.stage.role == GUARD:
             if self._candidate_served(snapshot):
                 return self._guard_end(verdict, now)
@@ -154,6 +154,7 @@ class StageMonitor:
             return self._outcome("healthy", verdict, reason, now)
         if self.extended_until is not None and now < self.extended_until:
             return None
+        hard_end = self.since + self.stage.max_duration
         first = self.extended_until is None
         self.needed_seconds = self.project(snapshot, earlier, now, missing)
         if first and now < hard_end:
@@ -271,11 +272,10 @@ class StageMonitor:
             f"{verdict.metrics[name].threshold:.1f} for a rollback"
             for name in self.leaning
         )
-        then = {"pause": " Paused for a human decision.", "rollback": " Rolling back."}
         return (
             f"Held at this step for {minutes(now - self.since)} (its max duration): the evidence "
             f"leans towards a degradation without showing it ({evidence}), so the candidate's "
-            f"share was not raised.{then[self.inconclusive_action]}"
+            f"share was not raised.{ACTION_TEXT[self.inconclusive_action]}"
         )
 
     def _undecided_reason(self, missing: list[str], now: float) -> str:
@@ -301,8 +301,7 @@ class StageMonitor:
         bound = stage.max_duration
         if needed is not None and elapsed + needed > bound and bound > stage.window:
             need += f" That is beyond the stage's max duration of {minutes(bound)}."
-        then = {"pause": " Paused for a human decision.", "rollback": " Rolling back."}
-        return head + need + then[self.inconclusive_action]
+        return head + need + ACTION_TEXT[self.inconclusive_action]
 
     def _outcome(self, outcome: str, verdict, reason: str, now: float) -> dict[str, Any]:
         elapsed = now - self.since

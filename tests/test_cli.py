@@ -157,3 +157,45 @@ def test_register_webhook_unreachable_mlflow(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "at MLflow http://127.0.0.1:9 failed" in err
     assert "Connection refused" in err
+
+
+def test_backends_lists_routers_deployers_and_metric_sources():
+    import json
+
+    exe = Path(sys.executable).parent / "model-rollout"
+    r = subprocess.run(
+        [str(exe), "backends", "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    found = json.loads(r.stdout)
+    for role in ("router", "deployer", "metrics"):
+        names = {row["name"] for row in found[role]}
+        assert {"gateway", "memory"} <= names, (role, names)
+    gateway = next(row for row in found["router"] if row["name"] == "gateway")
+    assert "mirror" in gateway["capabilities"] and "kpi_feedback" not in gateway["capabilities"]
+
+
+def test_a_third_party_package_adds_a_router_through_its_entry_points(
+    tmp_path, monkeypatch, capsys
+):
+    """A distribution on the path that declares `model_rollout.routers` entry points: its
+    router is listed and opened by name; one that fails to import is named, exit 1."""
+    (tmp_path / "acme_router.py").write_text(
+        "from model_rollout.backends.memory import MemoryBackend\n\n\n"
+        "class AcmeRouter(MemoryBackend):\n"
+        '    """Acme\'s mesh."""\n'
+    )
+    info = tmp_path / "acme_router-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-router\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[model_rollout.routers]\nacme = acme_router:AcmeRouter\nbroken = acme_missing:Nope\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["backends"]) == 1
+    out = capsys.readouterr().out
+    assert "acme         acme_router:AcmeRouter" in out
+    assert "broken" in out and "ModuleNotFoundError" in out
+    from model_rollout.backends import catalog
+
+    assert catalog.open_backend("router", "acme").route("m").generation == 0

@@ -118,3 +118,31 @@ def test_policy_is_frozen():
     p = Policy(model="x")
     with pytest.raises(ValidationError):
         p.steps = [100]  # type: ignore[misc]
+
+
+def test_serving_defaults_to_the_embedded_gateway(tmp_path):
+    s = load_policy(write(tmp_path, "svc", "{}")).serving
+    assert (s.router, s.deployer, s.metrics) == ("gateway", "gateway", "gateway")
+    assert s.metrics_connection == s.conn_id == "model_gateway_default"
+
+
+def test_an_unknown_router_names_the_field_and_the_installed_ones(tmp_path):
+    with pytest.raises(PolicyError) as err:
+        load_policy(write(tmp_path, "svc", "serving: {router: istio}"))
+    msg = str(err.value)
+    assert "field 'serving.router'" in msg and "no router named 'istio'" in msg
+    assert "registered: gateway, memory" in msg
+
+
+def test_a_policy_asking_what_its_stack_cannot_do_fails_naming_the_field(tmp_path):
+    # the in-memory source counts no output distribution, which the shadow's drift check needs
+    text = "serving: {router: memory, deployer: memory, metrics: memory}"
+    with pytest.raises(PolicyError) as err:
+        load_policy(write(tmp_path, "svc", text))
+    msg = str(err.value)
+    assert "field 'judge.output_drift.enabled' needs a metrics" in msg
+    assert "serving.metrics 'memory' cannot" in msg and "output_distribution" in msg
+    # turning the check off (or the shadow) makes it runnable
+    ok = load_policy(write(tmp_path, "svc", text + "\njudge: {output_drift: {enabled: false}}"))
+    assert ok.unsupported() == []
+    assert load_policy(write(tmp_path, "svc", text + "\nshadow: {enabled: false}")).serving

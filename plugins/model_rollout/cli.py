@@ -202,11 +202,11 @@ def _traffic(args: argparse.Namespace, policy):
     if args.observed:
         import time
 
-        from model_rollout.orchestration.hooks import GatewayHook
+        from model_rollout.orchestration.hooks import ServingHook
 
-        backend = GatewayHook().get_conn()
+        metrics = ServingHook(policy.serving).metrics()
         base = observed_traffic(
-            backend.snapshot(policy.model, time.time() - args.observed), args.observed
+            metrics.snapshot(policy.model, time.time() - args.observed), args.observed
         )
     elif policy.expected_traffic is not None:
         base = Traffic(**policy.expected_traffic.model_dump())
@@ -378,6 +378,39 @@ def _add_simulate(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
+# --- backends ----------------------------------------------------------------------------
+ROLE_TITLES = {"router": "traffic routers", "deployer": "deployers", "metrics": "metric sources"}
+
+
+def backends(args: argparse.Namespace) -> int:
+    """List the registered routers, deployers and metric sources with their capabilities."""
+    import json
+
+    from model_rollout.backends.catalog import describe
+
+    found = describe()
+    if args.json:
+        print(json.dumps(found, indent=2))
+    else:
+        for role, rows in found.items():
+            print(f"{ROLE_TITLES[role]} (serving.{role}):")
+            for row in rows:
+                what = row.get("error") or ", ".join(row["capabilities"]) or "no capabilities"
+                print(f"  {row['name']:<12} {row['object']}\n  {'':<12} {what}")
+    return 1 if any("error" in r for rows in found.values() for r in rows) else 0
+
+
+def _add_backends(sub) -> None:
+    p = sub.add_parser(
+        "backends",
+        help="list the installed traffic routers, deployers and metric sources",
+        description="Every implementation registered through the entry point groups "
+        "model_rollout.routers / .deployers / .metric_sources, with what it can do; a policy "
+        "names them in `serving`. Exits 1 when one of them fails to import.",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+
 # --- wiring ------------------------------------------------------------------------------
 def _add_register_webhook(sub) -> None:
     p = sub.add_parser(
@@ -433,13 +466,14 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
     "validate-policies": (_add_validate_policies, validate_policies),
     "plan": (_add_plan, plan),
     "simulate": (_add_simulate, simulate),
+    "backends": (_add_backends, backends),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="model-rollout",
-        description="Operate model_rollout: webhooks, policies, plans and simulations.",
+        description="Operate model_rollout: webhooks, policies, plans, simulations, backends.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add, _run in SUBCOMMANDS.values():

@@ -178,6 +178,36 @@ class Approval(_Strict):
     timeout: Duration = Field(86400.0, gt=0, description="How long to wait for a human.")
 
 
+class Serving(_Strict):
+    """Which serving stack the rollout drives: implementations chosen by entry point name
+    (`model-rollout backends` lists them), configured by Airflow connections."""
+
+    router: str = Field("gateway", description="Traffic router (weights, mirror, staging).")
+    deployer: str = Field("gateway", description="Deploys and retires versions.")
+    metrics: str = Field("gateway", description="Metric source the judge reads.")
+    conn_id: str = Field(
+        "model_gateway_default", min_length=1, description="Connection of router and deployer."
+    )
+    metrics_conn_id: str | None = Field(
+        None, min_length=1, description="Connection of the metric source (default: conn_id)."
+    )
+
+    @field_validator("router", "deployer", "metrics")
+    @classmethod
+    def _registered(cls, v: str, info) -> str:
+        from model_rollout.backends.catalog import UnknownBackend, implementation
+
+        try:
+            implementation(info.field_name, v)
+        except UnknownBackend as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    @property
+    def metrics_connection(self) -> str:
+        return self.metrics_conn_id or self.conn_id
+
+
 class Policy(_Strict):
     """Everything a rollout of one registered model needs to know, in one file."""
 
@@ -240,6 +270,9 @@ class Policy(_Strict):
         3600.0, gt=0, description="Execution timeout of each non-waiting task."
     )
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    serving: Serving = Field(
+        default_factory=Serving, description="Router, deployer and metric source to use."
+    )
     expected_traffic: ExpectedTraffic | None = Field(
         None, description="The traffic the policy is planned for (plan / simulate defaults)."
     )
@@ -310,6 +343,15 @@ class Policy(_Strict):
             cfg["latency"]["enabled"] = False
             cfg["latency_tail"]["enabled"] = False
         return cfg
+
+    def unsupported(self) -> list[str]:
+        """What this policy asks of its serving stack that the stack cannot do (one sentence
+        each, naming the field); empty when the stack can run it."""
+        from model_rollout.backends import capabilities
+        from model_rollout.backends.catalog import capabilities as offered
+
+        roles = ("router", "deployer", "metrics")
+        return capabilities.missing(self, {r: offered(r, getattr(self.serving, r)) for r in roles})
 
     @property
     def canary_steps(self) -> list[int]:
@@ -386,11 +428,16 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
             f"got {_short_repr(raw['model'])}"
         )
     try:
-        return Policy.model_validate(raw)
+        policy = Policy.model_validate(raw)
     except ValidationError as e:
         raise PolicyError(_describe(e, p)) from None
     except RecursionError:  # pydantic guards its own recursion; a validator of ours may not
         raise PolicyError(f"{p}: a field is nested too deeply to validate") from None
+    problems = policy.unsupported()
+    if problems:
+        lines = "\n".join(f"{p}: {x}" for x in problems)
+        raise PolicyError(f"rollout policy asks what its serving stack cannot do\n{lines}")
+    return policy
 
 
 def policy_files(folder: str | os.PathLike[str] | None = None) -> list[Path]:

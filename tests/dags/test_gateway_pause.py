@@ -126,20 +126,19 @@ def test_a_gateway_frozen_during_a_traffic_change_does_not_roll_back_a_good_cand
 
 def test_a_gateway_unreachable_beyond_the_budget_is_reported_so_not_as_degraded(env, monkeypatch):
     from model_rollout.backends.gateway import GatewayBackend
-    from model_rollout.orchestration import hooks
+    from model_rollout.orchestration.hooks import GatewayHook
 
     model = "gp_down"
     v1 = champion_serving(env, model)
     v2 = register_iris_version(env.tracking_uri, model, kind="good")
     real = GatewayBackend.set_traffic
+
     # a short budget keeps the test short: the tasks' backend gives up after 6 s
-    monkeypatch.setattr(
-        hooks.GatewayHook,
-        "get_conn",
-        lambda self: GatewayBackend(
-            self.endpoint().url, self.endpoint().token, timeout=2.0, retry_for=6.0
-        ),
-    )
+    def short_budget(cls, conn_id=None, *, timeout=None):
+        ep = GatewayHook(conn_id).endpoint()
+        return cls(ep.url, ep.token, timeout=2.0, retry_for=6.0)
+
+    monkeypatch.setattr(GatewayBackend, "from_connection", classmethod(short_budget))
 
     def down_at_50(self, m, weights, shadows=(), **kw):
         if m == model and weights.get(v2) == 50:

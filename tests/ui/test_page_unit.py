@@ -78,7 +78,7 @@ def seeded():
         "rollout.verdict": json.dumps({"status": "degraded", "errors": "degraded"}),
     }
     reg = FakeRegistry(MODEL, {"1": {"rollout.state": "promoted"}, "2": tags}, {"champion": "1"})
-    sources = data.Sources(backend=lambda: gw, registry=lambda: reg)
+    sources = data.Sources(serving=lambda model: gw, registry=lambda: reg)
     sources.evidence.put(
         "ev123",
         {
@@ -125,11 +125,11 @@ def test_render_shows_split_chart_verdict_and_reason(seeded):
 
 
 def test_window_override_and_broken_source():
-    def broken():
+    def broken(model):
         raise RuntimeError("connection refused")
 
-    d = data.collect(data.Sources(backend=broken), window=300, now=T0)
-    assert any("gateway: connection refused" in e for e in d["errors"])
+    d = data.collect(data.Sources(serving=broken), window=300, now=T0)
+    assert any("serving stack: connection refused" in e for e in d["errors"])
     html = page.render(d, page.Links("", "/x/", None))
     assert "Some sources did not answer" in html
 

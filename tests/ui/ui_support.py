@@ -1,4 +1,4 @@
-"""Fakes for the Rollouts page unit tests: a gateway with per-second cells, a registry."""
+"""Fakes for the Rollouts page unit tests: a serving stack with per-second cells, a registry."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from model_rollout.backends import Route, ServedModel
 from model_rollout.histogram import latency_bucket
 from model_rollout.registry import VersionInfo
 
@@ -16,7 +17,8 @@ USER, PASSWORD = "admin", "rollouts-ui-test"
 
 
 class FakeGateway:
-    """Per-second statistics cells; `snapshot(model, since)` sums them like the gateway."""
+    """A serving stack (its own router and metric source) with per-second statistics cells
+    and random latencies; `snapshot(model, since)` sums them like the gateway."""
 
     url = "http://127.0.0.1:1"
 
@@ -36,19 +38,15 @@ class FakeGateway:
             b = str(latency_bucket(latency_ms * rng.uniform(0.7, 1.6)))
             cell["latency"][b] = cell["latency"].get(b, 0) + 1
 
-    def state(self) -> dict[str, Any]:
-        versions = {v: {"status": "loaded"} for v in self.weights}
-        return {
-            "models": {
-                self.model: {
-                    "generation": 3,
-                    "weights": self.weights,
-                    "shadows": [],
-                    "staging": None,
-                    "versions": versions,
-                }
-            }
-        }
+    def router(self) -> FakeGateway:
+        return self
+
+    def metrics(self) -> FakeGateway:
+        return self
+
+    def served(self) -> dict[str, ServedModel]:
+        route = Route(generation=3, weights=dict(self.weights))
+        return {self.model: ServedModel(route, {v: "loaded" for v in self.weights})}
 
     def snapshot(self, model: str, since: float) -> dict[str, Any]:
         arms: dict[tuple[str, str], dict[str, Any]] = {}

@@ -1,9 +1,29 @@
-"""Traffic-control backends: one small interface, one module per serving system.
+"""The data plane, pluggable: traffic routers, deployers and metric sources.
 
-The rollout DAG talks only to `TrafficBackend`; the embedded gateway is the default, and a
-KServe / SageMaker / Seldon backend is one more module implementing the same six methods.
+The rollout DAG, its monitor and the Rollouts page talk only to these three interfaces; a
+policy names the implementation of each (`serving: {router, deployer, metrics}`), found by
+entry point (`catalog`). The embedded gateway implements all three; so does the in-memory
+stack the contract tests run against. docs/backends.md says how to add one.
 """
 
-from model_rollout.backends.base import BackendUnreachable, Route, TrafficBackend, TrafficError
+from model_rollout.backends.base import (
+    KEEP,
+    BackendUnreachable,
+    Route,
+    ServedModel,
+    TrafficError,
+)
+from model_rollout.backends.deployer import Deployer
+from model_rollout.backends.metric_source import MetricSource
+from model_rollout.backends.router import TrafficRouter
 
-__all__ = ["BackendUnreachable", "Route", "TrafficBackend", "TrafficError"]
+__all__ = [
+    "KEEP",
+    "BackendUnreachable",
+    "Deployer",
+    "MetricSource",
+    "Route",
+    "ServedModel",
+    "TrafficError",
+    "TrafficRouter",
+]

@@ -1,8 +1,7 @@
-"""The interface every serving backend implements (modelled on Argo Rollouts' traffic routers)."""
+"""What every serving backend shares: the route it applies and the errors it raises."""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +12,10 @@ class TrafficError(RuntimeError):
 
 class BackendUnreachable(TrafficError):
     """The serving backend did not answer within the retry budget: not a verdict on a model."""
+
+
+KEEP: Any = object()
+"""`set_traffic(staging=KEEP)`: leave the staging slot as it is."""
 
 
 @dataclass(frozen=True)
@@ -38,52 +41,10 @@ class Route:
         }
 
 
-class TrafficBackend(ABC):
-    """Deploy versions, split and mirror traffic, read per-arm statistics."""
+@dataclass(frozen=True)
+class ServedModel:
+    """A model as its router serves it: the route and each version's serving status
+    ("loaded", "loading", "failed"...), for the Rollouts page and `status`."""
 
-    @abstractmethod
-    def deploy(
-        self,
-        model: str,
-        version: str,
-        *,
-        uri: str | None = None,
-        upstream: str | None = None,
-        batching: str | None = None,
-    ) -> None:
-        """Make a version ready to serve (idempotent); raise TrafficError naming the load error.
-
-        :param batching: the policy's `batching` (auto | off | on); a backend that has no such
-            setting ignores it.
-        """
-
-    @abstractmethod
-    def retire(self, model: str, version: str) -> None:
-        """Stop serving a version that no longer has traffic (idempotent)."""
-
-    @abstractmethod
-    def route(self, model: str) -> Route:
-        """The current route (generation 0 and no weights when the model has none)."""
-
-    @abstractmethod
-    def set_traffic(
-        self,
-        model: str,
-        weights: dict[str, int],
-        shadows: list[str] | tuple[str, ...] = (),
-        *,
-        staging: str | None | object = ...,
-    ) -> Route:
-        """Apply weights (summing to 100) and shadows atomically; a no-op when already so."""
-
-    def wait_ready(self, model: str, timeout: float = 300.0) -> None:  # noqa: B027 - optional
-        """Block until every routed version of `model` is serving (default: no wait)."""
-
-    @abstractmethod
-    def snapshot(self, model: str, since: float, until: float | None = None) -> dict[str, Any]:
-        """Per-(version, arm) statistics since a unix time, to now or to `until`
-        (docs/architecture.md)."""
-
-    @abstractmethod
-    def invoke_staging(self, model: str, payload: dict[str, Any]) -> tuple[Any, float]:
-        """Score a payload on the staging version only: (predictions, latency in ms)."""
+    route: Route
+    versions: dict[str, str] = field(default_factory=dict)

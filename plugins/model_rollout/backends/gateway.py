@@ -1,4 +1,4 @@
-"""The embedded model gateway as a traffic backend, over its admin HTTP API."""
+"""The embedded model gateway as router, deployer and metric source, over its admin HTTP API."""
 
 from __future__ import annotations
 
@@ -7,13 +7,21 @@ from typing import Any
 
 import requests
 
-from model_rollout.backends.base import BackendUnreachable, Route, TrafficBackend, TrafficError
+from model_rollout.backends import capabilities as cap
+from model_rollout.backends.base import (
+    KEEP,
+    BackendUnreachable,
+    Route,
+    ServedModel,
+    TrafficError,
+)
+from model_rollout.backends.deployer import Deployer
+from model_rollout.backends.metric_source import MetricSource
+from model_rollout.backends.router import TrafficRouter
 
-_KEEP = object()
 
-
-class GatewayBackend(TrafficBackend):
-    """Talks to `model-gateway`'s `/admin` API with a bearer token.
+class GatewayBackend(TrafficRouter, Deployer, MetricSource):
+    """The embedded model gateway (`model-gateway`), through its `/admin` API.
 
     Route writes are compare-and-set on the gateway's generation: a concurrent writer makes
     us re-read and re-apply, and a route already in the wanted state is not written again,
@@ -31,6 +39,20 @@ class GatewayBackend(TrafficBackend):
     """
 
     RETRY_STATUSES = (502, 503, 504)
+    capabilities = frozenset(
+        {
+            cap.MIRROR,
+            cap.STICKY,
+            cap.STAGING_SLOT,
+            cap.COMPARE_AND_SET,
+            cap.STAGING_REQUESTS,
+            cap.UPSTREAM,
+            cap.LATENCY_HISTOGRAM,
+            cap.KPI_FEEDBACK,
+            cap.SHADOW_PAIRING,
+            cap.OUTPUT_DISTRIBUTION,
+        }
+    )
 
     def __init__(
         self,
@@ -50,12 +72,23 @@ class GatewayBackend(TrafficBackend):
         self.timeout = timeout
         self.load_timeout = load_timeout
         self.retry_for = retry_for
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.session = requests.Session()
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers.update(self._auth)
 
     def __repr__(self) -> str:  # never show the token
         return f"GatewayBackend({self.url!r})"
+
+    @classmethod
+    def from_connection(cls, conn_id: str | None = None, *, timeout: float | None = None):
+        """From the Airflow connection (default `model_gateway_default`, env fallbacks
+        `MODEL_GATEWAY_URL` / `MODEL_GATEWAY_TOKEN`); with `timeout`, one attempt per call."""
+        from model_rollout.orchestration.hooks import GATEWAY_CONN_ID, GatewayHook
+
+        ep = GatewayHook(conn_id or GATEWAY_CONN_ID).endpoint()
+        if timeout is None:
+            return cls(ep.url, ep.token)
+        return cls(ep.url, ep.token, timeout=timeout, retry_for=0)
 
     def _request(self, method: str, path: str, *, ok=(200,), **kw):
         t0 = time.monotonic()
@@ -135,11 +168,11 @@ class GatewayBackend(TrafficBackend):
             staging=d.get("staging"),
         )
 
-    def set_traffic(self, model, weights, shadows=(), *, staging=_KEEP) -> Route:
+    def set_traffic(self, model, weights, shadows=(), *, staging=KEEP) -> Route:
         weights = {str(k): int(v) for k, v in weights.items() if int(v) > 0}
         for _attempt in range(10):
             cur = self.route(model)
-            want_staging = cur.staging if staging is _KEEP else staging
+            want_staging = cur.staging if staging is KEEP else staging
             if (
                 cur.same_traffic(weights, shadows)
                 and cur.staging == want_staging
@@ -187,9 +220,41 @@ class GatewayBackend(TrafficBackend):
             f"{model!r} not ready at gateway {self.url} after {timeout:.0f} s: {mine}"
         )
 
+    def served(self) -> dict[str, ServedModel]:
+        models = self._request("GET", "/admin/state").json().get("models") or {}
+        return {
+            name: ServedModel(
+                route=self._route(d),
+                versions={str(v): x.get("status") for v, x in (d.get("versions") or {}).items()},
+            )
+            for name, d in models.items()
+        }
+
     def snapshot(self, model: str, since: float, until: float | None = None) -> dict[str, Any]:
         params = {"since": since} if until is None else {"since": since, "until": until}
         return self._request("GET", f"/admin/models/{model}/stats", params=params).json()
+
+    async def asnapshot(
+        self, model: str, since: float, until: float | None = None
+    ) -> dict[str, Any]:
+        """One attempt, no retries: the caller (the judge's trigger) looks again anyway."""
+        import httpx
+
+        params = {"since": since} if until is None else {"since": since, "until": until}
+        path = f"/admin/models/{model}/stats"
+        try:
+            async with httpx.AsyncClient(headers=self._auth, timeout=self.timeout) as client:
+                r = await client.get(self.url + path, params=params)
+        except httpx.HTTPError as e:
+            raise BackendUnreachable(
+                f"gateway {self.url} GET {path}: {type(e).__name__}: {e}"
+            ) from None
+        if r.status_code != 200:
+            raise TrafficError(f"gateway GET {path} answered {r.status_code}: {r.text[:300]}")
+        try:
+            return r.json()
+        except ValueError as e:
+            raise TrafficError(f"gateway GET {path} answered no JSON: {e}") from None
 
     def invoke_staging(self, model: str, payload: dict[str, Any]) -> tuple[Any, float]:
         t0 = time.perf_counter()

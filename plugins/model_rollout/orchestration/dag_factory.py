@@ -167,6 +167,7 @@ def build_rollout_dag(policy: Policy) -> DAG:
                     earlier_traffic_task_ids=[
                         s.traffic_task_id for s in plan.earlier_in_phase(stage)
                     ],
+                    serving=policy.serving.model_dump(),
                     retries=0,
                     execution_timeout=None,
                 )

@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, task
 
-from model_rollout.orchestration.hooks import GatewayHook, MlflowRegistryHook
+from model_rollout.orchestration.hooks import MlflowRegistryHook, ServingHook
 from model_rollout.policy import load_policy, policy_files
 from model_rollout.registry import CHAMPION, STANDBY, TAG_PREFIX
 
@@ -21,17 +21,26 @@ DAG_ID = "model_rollout_decommission"
 
 
 def retire_standby(
-    model: str, stability_window: float, *, dry_run: bool, now: float | None = None
+    model: str,
+    stability_window: float,
+    *,
+    dry_run: bool,
+    now: float | None = None,
+    serving: Any = None,
 ) -> list[dict[str, Any]]:
-    """Retire every standby version of `model` whose window has passed; never the champion."""
+    """Retire every standby version of `model` whose window has passed; never the champion.
+
+    :param serving: the policy's `serving` section (default: the embedded gateway).
+    """
     now = time.time() if now is None else now
     reg = MlflowRegistryHook().get_conn()
     if not reg.model_exists(model):
         return []
-    backend = GatewayHook().get_conn()
+    stack = ServingHook(serving)
+    router = stack.router()
     aliases = reg.aliases(model)
     champion = aliases.get(CHAMPION)
-    route = backend.route(model)
+    route = router.route(model)
     routed = set(route.weights) | set(route.shadows) | ({route.staging} if route.staging else set())
     report = []
     for mv in reg.all_versions(model):
@@ -61,13 +70,13 @@ def retire_standby(
             report.append({**entry, "action": "would_retire"})
             continue
         if mv.version in routed:  # only a shadow or staging leftover: take it out first
-            backend.set_traffic(
+            router.set_traffic(
                 model,
                 route.weights,
                 [s for s in route.shadows if s != mv.version],
                 staging=None if route.staging == mv.version else route.staging,
             )
-        backend.retire(model, mv.version)
+        stack.deployer().retire(model, mv.version)
         reg.clear_alias(model, STANDBY, only_if_version=mv.version)
         reg.set_tags(
             model,
@@ -108,7 +117,9 @@ def build_decommission_dag() -> DAG:
             path = next(p for p in policy_files() if p.stem == model)
             policy = load_policy(path)
             dry = bool((params or {}).get("dry_run"))
-            out = retire_standby(model, policy.stability_window, dry_run=dry)
+            out = retire_standby(
+                model, policy.stability_window, dry_run=dry, serving=policy.serving
+            )
             print(f"{model} ({policies_dir()}): {out}")
             return out
 

@@ -1,16 +1,23 @@
-"""Airflow hooks for the two systems a rollout talks to, resolved from connections or env.
+"""Airflow hooks for the systems a rollout talks to, resolved from connections or env.
 
 Connections (the contract): `mlflow_default` (tracking URI) and `model_gateway_default`
 (gateway URL, admin token in the password field). Env fallbacks: `MLFLOW_TRACKING_URI`,
-`MODEL_GATEWAY_URL`, `MODEL_GATEWAY_TOKEN`. Secrets never appear in logs or reprs.
+`MODEL_GATEWAY_URL`, `MODEL_GATEWAY_TOKEN`. Secrets never appear in logs or reprs. The
+serving stack itself (router, deployer, metric source) is whatever the policy names
+(`ServingHook`); the gateway is only the default.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
+
+if TYPE_CHECKING:
+    from model_rollout.backends import Deployer, MetricSource, TrafficRouter
+    from model_rollout.policy import Serving
 
 MLFLOW_CONN_ID = "mlflow_default"
 GATEWAY_CONN_ID = "model_gateway_default"
@@ -106,8 +113,52 @@ class GatewayHook(BaseHook):
         )
 
     def get_conn(self):
-        """A `GatewayBackend` (the traffic backend the DAG drives)."""
-        from model_rollout.backends.gateway import GatewayBackend
+        """The gateway as a traffic router (router, deployer and metric source in one)."""
+        from model_rollout.backends.catalog import open_backend
 
-        ep = self.endpoint()
-        return GatewayBackend(ep.url, ep.token)
+        return open_backend("router", "gateway", self.gateway_conn_id)
+
+
+class ServingHook(BaseHook):
+    """The serving stack a policy names: its router, deployer and metric source, each found
+    by name (`model_rollout.backends.catalog`) and configured by its connection. One
+    instance serves every role that names the same implementation and connection.
+
+    :param serving: the policy's `serving` section (default: the embedded gateway).
+    :param timeout: the longest one call may take, retries included (None: what a task can
+        afford; see `TrafficRouter.from_connection`).
+    """
+
+    hook_name = "Model rollout serving stack"
+
+    def __init__(
+        self, serving: Serving | dict[str, Any] | None = None, *, timeout: float | None = None
+    ):
+        super().__init__()
+        self.timeout = timeout
+        from model_rollout.policy import Serving
+
+        self.serving = (
+            serving if isinstance(serving, Serving) else Serving.model_validate(serving or {})
+        )
+        self._open: dict[tuple[type, str], Any] = {}
+
+    def _backend(self, role: str, conn_id: str) -> Any:
+        from model_rollout.backends.catalog import implementation
+
+        cls = implementation(role, getattr(self.serving, role))
+        if (cls, conn_id) not in self._open:
+            self._open[cls, conn_id] = cls.from_connection(conn_id, timeout=self.timeout)
+        return self._open[cls, conn_id]
+
+    def router(self) -> TrafficRouter:
+        return self._backend("router", self.serving.conn_id)
+
+    def deployer(self) -> Deployer:
+        return self._backend("deployer", self.serving.conn_id)
+
+    def metrics(self) -> MetricSource:
+        return self._backend("metrics", self.serving.metrics_connection)
+
+    def get_conn(self) -> TrafficRouter:
+        return self.router()

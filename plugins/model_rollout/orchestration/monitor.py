@@ -2,7 +2,8 @@
 
 Why a trigger: a window can last hours; waiting in the triggerer holds no worker slot. What a
 look decides is `decisions.monitor.StageMonitor`'s business (the same code the simulator and
-the planner run); this module only fetches the statistics and hands them over. Nothing is kept
+the planner run); this module only fetches the statistics (from the policy's metric source, never a URL of its
+own) and hands them over. Nothing is kept
 that a restart must not lose: every count is read from the stage's start (and the earlier
 stages of the phase from their recorded time ranges), and no traffic change is made here.
 """
@@ -20,7 +21,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from model_rollout.decisions.plan import Stage
-from model_rollout.orchestration.hooks import GATEWAY_CONN_ID, GatewayHook
+from model_rollout.orchestration.hooks import ServingHook
 
 MAX_CONSECUTIVE_FETCH_ERRORS = 5
 
@@ -56,16 +57,16 @@ def with_weights(snapshot: dict[str, Any], weights: dict[str, Any] | None) -> di
     return snapshot
 
 
-def earlier_snapshots(backend, model: str, windows: list[dict]) -> list[dict[str, Any]]:
+def earlier_snapshots(metrics, model: str, windows: list[dict]) -> list[dict[str, Any]]:
     """Snapshots of the phase's finished stages, each over its own [since, until)."""
     return [
-        with_weights(backend.snapshot(model, w["since"], w["until"]), w.get("weights"))
+        with_weights(metrics.snapshot(model, w["since"], w["until"]), w.get("weights"))
         for w in windows
     ]
 
 
 class JudgeTrigger(BaseTrigger):
-    """Polls the gateway's statistics and the stage's monitor until the outcome is known.
+    """Polls the metric source and the stage's monitor until the outcome is known.
 
     :param model: registered model name.
     :param baseline: incumbent version.
@@ -77,7 +78,8 @@ class JudgeTrigger(BaseTrigger):
     :param judge_config: the policy's `JudgeConfig` for the stage's mode, as a dict.
     :param alpha_metric: alpha of each of the rollout's tests.
     :param inconclusive_action: "pause" or "rollback" (what an undecided stage finally does).
-    :param gateway_conn_id: connection of the gateway (the token is read here, never stored).
+    :param serving: the policy's `serving` section as a dict (names and connection ids; the
+        credentials are read here from the connections, never stored in the trigger).
     """
 
     def __init__(
@@ -93,7 +95,7 @@ class JudgeTrigger(BaseTrigger):
         judge_config: dict,
         alpha_metric: float,
         inconclusive_action: str,
-        gateway_conn_id: str = GATEWAY_CONN_ID,
+        serving: dict | None = None,
     ):
         super().__init__()
         self.model = model
@@ -106,7 +108,7 @@ class JudgeTrigger(BaseTrigger):
         self.judge_config = judge_config
         self.alpha_metric = alpha_metric
         self.inconclusive_action = inconclusive_action
-        self.gateway_conn_id = gateway_conn_id
+        self.serving = dict(serving or {})
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -122,18 +124,17 @@ class JudgeTrigger(BaseTrigger):
                 "judge_config": self.judge_config,
                 "alpha_metric": self.alpha_metric,
                 "inconclusive_action": self.inconclusive_action,
-                "gateway_conn_id": self.gateway_conn_id,
+                "serving": self.serving,
             },
         )
 
-    async def _endpoint(self):
+    async def _metrics(self):
+        """The metric source; opening it reads Airflow connections, which blocks."""
         from asgiref.sync import sync_to_async
 
-        return await sync_to_async(GatewayHook(self.gateway_conn_id).endpoint)()
+        return await sync_to_async(lambda: ServingHook(self.serving).metrics())()
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        import httpx
-
         monitor = stage_monitor(
             self.stage,
             baseline=self.baseline,
@@ -143,45 +144,40 @@ class JudgeTrigger(BaseTrigger):
             alpha_metric=self.alpha_metric,
             inconclusive_action=self.inconclusive_action,
         )
-        ep = await self._endpoint()
-        headers = {"Authorization": f"Bearer {ep.token}"} if ep.token else {}
-        url = f"/admin/models/{self.model}/stats"
+        metrics = await self._metrics()
         errors = 0
         earlier: list[dict] | None = None
-        async with httpx.AsyncClient(base_url=ep.url, headers=headers, timeout=15.0) as client:
-            while True:
-                try:
-                    if earlier is None:  # finished stages: read once, they do not change
-                        fetched = []
-                        for w in self.earlier:
-                            params = {"since": w["since"], "until": w["until"]}
-                            r = await client.get(url, params=params)
-                            r.raise_for_status()
-                            fetched.append(with_weights(r.json(), w.get("weights")))
-                        earlier = fetched
-                    r = await client.get(url, params={"since": self.since})
-                    r.raise_for_status()
-                    snapshot = r.json()
-                    errors = 0
-                except (httpx.HTTPError, ValueError) as e:
-                    errors += 1
-                    self.log.warning("gateway stats fetch failed (%d in a row): %s", errors, e)
-                    if errors >= MAX_CONSECUTIVE_FETCH_ERRORS:
-                        yield TriggerEvent(
-                            {
-                                "outcome": "error",
-                                "error": f"gateway {ep.url} statistics unreadable "
-                                f"{errors} times in a row: {e}",
-                            }
+        while True:
+            try:
+                if earlier is None:  # finished stages: read once, they do not change
+                    earlier = [
+                        with_weights(
+                            await metrics.asnapshot(self.model, w["since"], w["until"]),
+                            w.get("weights"),
                         )
-                        return
-                    await asyncio.sleep(self.poll_interval)
-                    continue
-                outcome = monitor.look(snapshot, earlier, now=time.time())
-                if outcome is not None:
-                    yield TriggerEvent(outcome)
+                        for w in self.earlier
+                    ]
+                snapshot = await metrics.asnapshot(self.model, self.since)
+                errors = 0
+            except Exception as e:  # a source that fails is retried, then names its error
+                errors += 1
+                self.log.warning("statistics fetch failed (%d in a row): %s", errors, e)
+                if errors >= MAX_CONSECUTIVE_FETCH_ERRORS:
+                    yield TriggerEvent(
+                        {
+                            "outcome": "error",
+                            "error": f"{metrics!r} statistics unreadable "
+                            f"{errors} times in a row: {e}",
+                        }
+                    )
                     return
                 await asyncio.sleep(self.poll_interval)
+                continue
+            outcome = monitor.look(snapshot, earlier, now=time.time())
+            if outcome is not None:
+                yield TriggerEvent(outcome)
+                return
+            await asyncio.sleep(self.poll_interval)
 
 
 class RolloutMonitorSensor(BaseSensorOperator):
@@ -202,7 +198,7 @@ class RolloutMonitorSensor(BaseSensorOperator):
     :param traffic_task_id: task whose XCom holds `applied_at`, the stage's start.
     :param earlier_traffic_task_ids: traffic tasks of the phase's earlier stages, oldest first
         (their `applied_at` and `weights` delimit the evidence carried over).
-    :param gateway_conn_id: the gateway connection.
+    :param serving: the policy's `serving` section as a dict (default: the embedded gateway).
     :param deferrable: wait in the triggerer (True) or poke (False).
     """
 
@@ -220,7 +216,7 @@ class RolloutMonitorSensor(BaseSensorOperator):
         resolve_task_id: str,
         traffic_task_id: str,
         earlier_traffic_task_ids: list[str] | tuple[str, ...] = (),
-        gateway_conn_id: str = GATEWAY_CONN_ID,
+        serving: dict | None = None,
         deferrable: bool = True,
         **kwargs,
     ):
@@ -238,7 +234,7 @@ class RolloutMonitorSensor(BaseSensorOperator):
         self.resolve_task_id = resolve_task_id
         self.traffic_task_id = traffic_task_id
         self.earlier_traffic_task_ids = list(earlier_traffic_task_ids)
-        self.gateway_conn_id = gateway_conn_id
+        self.serving = dict(serving or {})
         self.deferrable = deferrable
 
     def _arms(self, context) -> tuple[str, str, float, list[dict]]:
@@ -293,7 +289,7 @@ class RolloutMonitorSensor(BaseSensorOperator):
                 judge_config=self.judge_config,
                 alpha_metric=self.alpha_metric,
                 inconclusive_action=self.inconclusive_action,
-                gateway_conn_id=self.gateway_conn_id,
+                serving=self.serving,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=max(remaining, 0) + 300.0),
@@ -313,11 +309,11 @@ class RolloutMonitorSensor(BaseSensorOperator):
 
     def poke(self, context) -> PokeReturnValue:
         baseline, candidate, since, windows = self._arms(context)
-        backend = GatewayHook(self.gateway_conn_id).get_conn()
+        metrics = ServingHook(self.serving).metrics()
         monitor = self._monitor(baseline, candidate, since)
         outcome = monitor.look(
-            backend.snapshot(self.model, since),
-            earlier_snapshots(backend, self.model, windows),
+            metrics.snapshot(self.model, since),
+            earlier_snapshots(metrics, self.model, windows),
             now=time.time(),
         )
         if outcome is None:

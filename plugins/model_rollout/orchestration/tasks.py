@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from model_rollout.orchestration.hooks import GatewayHook, MlflowRegistryHook
+from model_rollout.orchestration.hooks import MlflowRegistryHook, ServingHook
 from model_rollout.policy import Policy
 from model_rollout.registry import CHALLENGER, CHAMPION, STANDBY
 
@@ -54,8 +54,8 @@ def _registry():
     return MlflowRegistryHook().get_conn()
 
 
-def _backend():
-    return GatewayHook().get_conn()
+def _serving(policy: Policy) -> ServingHook:
+    return ServingHook(policy.serving)
 
 
 def _resolved(context) -> dict[str, Any]:
@@ -111,17 +111,18 @@ def resolve(policy: Policy, **context) -> dict[str, Any]:
 def deploy_staging(policy: Policy, **context) -> dict[str, Any]:
     """Load the candidate (and make sure the incumbent serves 100%), then put it in staging."""
     r = _resolved(context)
-    backend = _backend()
+    serving = _serving(policy)
+    router, deployer = serving.router(), serving.deployer()
     inc = r.get("incumbent")
     if inc:
-        backend.deploy(policy.model, inc, batching=policy.batching)
-        route = backend.route(policy.model)
+        deployer.deploy(policy.model, inc, batching=policy.batching)
+        route = router.route(policy.model)
         if not route.weights:  # a fresh gateway: adopt the champion as the whole route
-            backend.set_traffic(policy.model, {inc: 100}, [])
-    backend.deploy(policy.model, r["candidate"], batching=policy.batching)
-    route = backend.route(policy.model)
+            router.set_traffic(policy.model, {inc: 100}, [])
+    deployer.deploy(policy.model, r["candidate"], batching=policy.batching)
+    route = router.route(policy.model)
     # A first rollout has no live route yet: the staging slot is then the model's only entry.
-    backend.set_traffic(policy.model, route.weights, list(route.shadows), staging=r["candidate"])
+    router.set_traffic(policy.model, route.weights, list(route.shadows), staging=r["candidate"])
     _registry().set_tags(policy.model, r["candidate"], {"stage": "staging"})
     return {"deployed": r["candidate"], "at": _now()}
 
@@ -172,14 +173,14 @@ def integration_tests(policy: Policy, **context) -> dict[str, Any]:
         payloads = sample_payloads(policy.holdout, policy.staging.sample_requests)
     except ValidationFailed as e:
         return {"passed": False, "reason": str(e), **checks}
-    backend = _backend()
+    deployer = _serving(policy).deployer()
     latencies = []
     for i, payload in enumerate(payloads):
         try:
-            first, ms = backend.invoke_staging(policy.model, payload)
+            first, ms = deployer.invoke_staging(policy.model, payload)
             latencies.append(ms)
             if i < 5:
-                again, _ = backend.invoke_staging(policy.model, payload)
+                again, _ = deployer.invoke_staging(policy.model, payload)
                 if json.dumps(first, sort_keys=True) != json.dumps(again, sort_keys=True):
                     return {
                         "passed": False,
@@ -241,12 +242,14 @@ def block_promotion(policy: Policy, **context) -> None:
     cand = r.get("candidate")
     if cand:
         try:
-            backend = _backend()
-            route = backend.route(policy.model)
+            serving = _serving(policy)
+            route = serving.router().route(policy.model)
             if route.staging == cand:
-                backend.set_traffic(policy.model, route.weights, list(route.shadows), staging=None)
+                serving.router().set_traffic(
+                    policy.model, route.weights, list(route.shadows), staging=None
+                )
             if cand not in route.weights:
-                backend.retire(policy.model, cand)
+                serving.deployer().retire(policy.model, cand)
         finally:
             reg = _registry()
             reg.set_tags(
@@ -261,11 +264,10 @@ def block_promotion(policy: Policy, **context) -> None:
 def start_shadow(policy: Policy, **context) -> dict[str, Any]:
     """Incumbent keeps 100%; the candidate gets a mirrored copy of every request."""
     r = _resolved(context)
-    backend = _backend()
-    route = backend.set_traffic(policy.model, {r["incumbent"]: 100}, [r["candidate"]], staging=None)
-    backend.wait_ready(
-        policy.model, timeout=policy.task_timeout
-    )  # the shadow's worker may still be loading
+    router = _serving(policy).router()
+    route = router.set_traffic(policy.model, {r["incumbent"]: 100}, [r["candidate"]], staging=None)
+    # the shadow's worker may still be loading
+    router.wait_ready(policy.model, timeout=policy.task_timeout)
     _registry().set_tags(policy.model, r["candidate"], {"stage": "shadow"})
     return {
         "applied_at": _now(),
@@ -279,10 +281,10 @@ def start_shadow(policy: Policy, **context) -> dict[str, Any]:
 def set_step_traffic(policy: Policy, step: int, **context) -> dict[str, Any]:
     """Candidate at `step`%, incumbent at the rest; no shadow."""
     r = _resolved(context)
-    backend = _backend()
+    router = _serving(policy).router()
     weights = {r["candidate"]: step, r["incumbent"]: 100 - step}
-    route = backend.set_traffic(policy.model, weights, [], staging=None)
-    backend.wait_ready(policy.model, timeout=policy.task_timeout)
+    route = router.set_traffic(policy.model, weights, [], staging=None)
+    router.wait_ready(policy.model, timeout=policy.task_timeout)
     _registry().set_tags(
         policy.model,
         r["candidate"],
@@ -368,7 +370,7 @@ def _judge_once(policy: Policy, stage, context) -> dict[str, Any] | None:
     ]
     since = float(applied[-1]["applied_at"])
     try:
-        backend = _backend()
+        metrics = _serving(policy).metrics()
         monitor = stage_monitor(
             stage,
             baseline=r["incumbent"],
@@ -379,10 +381,10 @@ def _judge_once(policy: Policy, stage, context) -> dict[str, Any] | None:
             inconclusive_action=policy.inconclusive_action,
         )
         verdict = monitor.judge(
-            backend.snapshot(policy.model, since), earlier_snapshots(backend, policy.model, windows)
+            metrics.snapshot(policy.model, since), earlier_snapshots(metrics, policy.model, windows)
         )
         return verdict.to_json()
-    except Exception:  # the gate must decide even when the gateway cannot answer
+    except Exception:  # the gate must decide even when the metric source cannot answer
         return None
 
 
@@ -391,10 +393,10 @@ def cutover(policy: Policy, **context) -> dict[str, Any]:
     """100% to the candidate; champion -> candidate, standby -> previous; evidence recorded."""
     r = _resolved(context)
     cand, inc = r["candidate"], r.get("incumbent")
-    backend = _backend()
+    serving = _serving(policy)
     if r.get("first_rollout"):
-        backend.deploy(policy.model, cand, batching=policy.batching)
-    route = backend.set_traffic(policy.model, {cand: 100}, [], staging=None)
+        serving.deployer().deploy(policy.model, cand, batching=policy.batching)
+    route = serving.router().set_traffic(policy.model, {cand: 100}, [], staging=None)
     reg = _registry()
     now = _now()
     decisions = _decisions(context)
@@ -469,17 +471,18 @@ def restore_traffic(policy: Policy, **context) -> dict[str, Any]:
     """100% back to the incumbent, candidate out of weights, shadows and staging."""
     r = _resolved(context)
     cand, inc = r.get("candidate"), r.get("incumbent")
-    backend = _backend()
+    serving = _serving(policy)
+    router = serving.router()
     if inc:
-        route = backend.set_traffic(policy.model, {inc: 100}, [], staging=None)
+        route = router.set_traffic(policy.model, {inc: 100}, [], staging=None)
     else:
-        route = backend.route(policy.model)
+        route = router.route(policy.model)
         if route.staging == cand or cand in route.shadows:
-            route = backend.set_traffic(
+            route = router.set_traffic(
                 policy.model, route.weights, [s for s in route.shadows if s != cand], staging=None
             )
     if cand and cand not in route.weights:
-        backend.retire(policy.model, cand)
+        serving.deployer().retire(policy.model, cand)
     return {"restored_at": _now(), "route": route.to_json()}
 
 

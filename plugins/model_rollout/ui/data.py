@@ -1,4 +1,5 @@
-"""Everything the Rollouts page shows, gathered from the gateway, the registry and Airflow's DB.
+"""Everything the Rollouts page shows, gathered from the serving stack (router and metric
+source, whichever the policy names), the registry and Airflow's DB.
 
 Each source can fail on its own (gateway down, MLflow slow, no DB in a unit test): the page
 then still renders what the others gave, with the failure named in `errors`.
@@ -6,6 +7,7 @@ then still renders what the others gave, with the failure named in `errors`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -66,15 +68,6 @@ def _json_tag(value: str | None) -> dict[str, Any] | None:
 
 
 # --- sources -----------------------------------------------------------------------------
-def gateway_state(backend: Any) -> dict[str, Any]:
-    """GET /admin/state through a GatewayBackend's authenticated session (or `backend.state()`)."""
-    if hasattr(backend, "state"):
-        return backend.state()
-    r = backend.session.get(f"{backend.url}/admin/state", timeout=backend.timeout)
-    r.raise_for_status()
-    return r.json()
-
-
 class AirflowRuns:
     """Reads DAG runs, task instances and gate decisions of rollout DAGs from the metadata DB."""
 
@@ -225,30 +218,43 @@ def load_evidence(registry: Any, run_id: str) -> dict[str, Any]:
 # --- assembling ---------------------------------------------------------------------------
 @dataclass
 class Sources:
-    """Factories of the three sources; None skips a source (tests, partial setups)."""
+    """Factories of the sources; None skips a source (tests, partial setups).
 
-    backend: Callable[[], Any] | None = None
+    `serving(model)` gives the model's serving stack (`orchestration.hooks.ServingHook` or
+    anything with `router()` and `metrics()`); `serving(None)` the default one, whose router
+    lists the models it serves. A model whose stack is the default one (the same object, or
+    an equal `serving` section) is read through the default's open connections.
+    """
+
+    serving: Callable[[str | None], Any] | None = None
     registry: Callable[[], Any] | None = None
     airflow: AirflowRuns | None = None
     evidence: EvidenceCache = field(default_factory=EvidenceCache)
 
 
+PAGE_TIMEOUT = 5.0  # seconds a serving stack may take to answer the page (no retries)
+
+
 def default_sources() -> Sources:
-    """Sources from the Airflow connections (or env fallbacks), as the rollout DAG uses them."""
+    """Sources from the policies and Airflow connections (or env fallbacks), as the rollout
+    DAG uses them."""
 
-    def backend():
-        from model_rollout.backends.gateway import GatewayBackend
-        from model_rollout.orchestration.hooks import GatewayHook
+    def serving(model: str | None):
+        from model_rollout.orchestration.hooks import ServingHook
+        from model_rollout.policy import PolicyError, Serving, load_policy_for
 
-        ep = GatewayHook().endpoint()
-        return GatewayBackend(ep.url, ep.token, timeout=5.0, retry_for=0)  # a page must not hang
+        cfg = Serving()
+        if model is not None:
+            with contextlib.suppress(PolicyError):  # no policy (yet): the default stack
+                cfg = load_policy_for(model).serving
+        return ServingHook(cfg, timeout=PAGE_TIMEOUT)  # connections are read when opened
 
     def registry():
         from model_rollout.orchestration.hooks import MlflowRegistryHook
 
         return MlflowRegistryHook().get_conn()
 
-    return Sources(backend=backend, registry=registry, airflow=AirflowRuns())
+    return Sources(serving=serving, registry=registry, airflow=AirflowRuns())
 
 
 class _Errors(list):
@@ -286,32 +292,34 @@ def collect(
     t_begin = time.time()
     now = t_begin if now is None else now
     errors = _Errors()
-    backend = _open(sources.backend, "gateway", errors)
+    default = _open(sources.serving and (lambda: sources.serving(None)), "serving stack", errors)
     registry = _open(sources.registry, "MLflow registry", errors)
-    state: dict[str, Any] = {}
-    if backend is not None:
+    served: dict[str, Any] = {}
+    router = None
+    if default is not None:
         try:
-            state = gateway_state(backend).get("models") or {}
+            router = default.router()
+            served = router.served()
         except Exception as e:
-            errors.note(f"gateway {backend.url}", e)
-            backend = None
+            errors.note(f"router {router!r}" if router is not None else "router", e)
+            default = None
     dag_ids: list[str] = []
     if sources.airflow is not None:
         try:
             dag_ids = sources.airflow.dag_ids()
         except Exception as e:
             errors.note("Airflow metadata DB", e)
-    names = sorted(set(state) | {d[len(DAG_PREFIX) :] for d in dag_ids})
+    names = sorted(set(served) | {d[len(DAG_PREFIX) :] for d in dag_ids})
     if model is not None:
         names = [model]
-    ctx = _Ctx(sources, backend, registry, state, set(dag_ids), errors, now)
+    ctx = _Ctx(sources, default, registry, served, set(dag_ids), errors, now)
     models = [ctx.safe_model(n, version if model else None, window) for n in names]
     return {
         "generated_at": now,
         "took": round(time.time() - t_begin, 3),
         "errors": list(errors),
         "tracking_uri": getattr(registry, "tracking_uri", None),
-        "gateway_url": getattr(backend, "url", None),
+        "serving": repr(router) if router is not None else None,
         "models": models,
     }
 
@@ -319,12 +327,33 @@ def collect(
 @dataclass
 class _Ctx:
     sources: Sources
-    backend: Any
+    default: Any  # the default serving stack (None: unavailable)
     registry: Any
-    state: dict[str, Any]
+    served: dict[str, Any]  # model -> ServedModel, from the default stack's router
     dag_ids: set[str]
     errors: _Errors
     now: float
+    stacks: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    def stack(self, name: str) -> tuple[Any, Any]:
+        """The model's serving stack and what its router serves of it (None, None when the
+        stack cannot be reached); each model's is opened once per page."""
+        if name not in self.stacks:
+            self.stacks[name] = self._open_stack(name)
+        return self.stacks[name]
+
+    def _open_stack(self, name: str) -> tuple[Any, Any]:
+        if self.sources.serving is None:
+            return None, None
+        try:
+            stack = self.sources.serving(name)
+            mine = getattr(stack, "serving", stack)
+            if stack is self.default or mine == getattr(self.default, "serving", self.default):
+                return self.default, self.served.get(name)
+            return stack, stack.router().served().get(name)
+        except Exception as e:
+            self.errors.note(f"serving stack of {name}", e)
+            return None, None
 
     def safe_model(self, name: str, focus: str | None, window: float | None) -> dict[str, Any]:
         """`model()`, or a bare entry naming the failure: one odd model never breaks the page."""
@@ -338,29 +367,22 @@ class _Ctx:
 
     def model(self, name: str, focus: str | None, window: float | None) -> dict[str, Any]:
         dag_id = DAG_PREFIX + name
-        gw = self.state.get(name)
+        stack, served = self.stack(name)
         out: dict[str, Any] = {
             "name": name,
             "dag_id": dag_id,
             "has_dag": dag_id in self.dag_ids,
             "route": None,
-            "gateway_versions": {},
+            "served_versions": {},
             "aliases": {},
             "rollouts": [],
             "rollout": None,
             "series": None,
             "window": None,
         }
-        if gw is not None:
-            out["route"] = {
-                "generation": gw.get("generation"),
-                "weights": {str(k): int(v) for k, v in (gw.get("weights") or {}).items()},
-                "shadows": [str(s) for s in gw.get("shadows") or []],
-                "staging": gw.get("staging"),
-            }
-            out["gateway_versions"] = {
-                str(v): d.get("status") for v, d in (gw.get("versions") or {}).items()
-            }
+        if served is not None:
+            out["route"] = served.route.to_json()
+            out["served_versions"] = dict(served.versions)
         runs = self._runs(dag_id)
         versions = []
         if self.registry is not None:
@@ -377,14 +399,15 @@ class _Ctx:
         if chosen is not None:
             out["rollout"] = self._detail(name, dag_id, chosen, runs)
         out["window"] = self._window(out["rollout"], window)
-        if self.backend is not None and gw is not None:
+        if stack is not None and served is not None:
             w = out["window"]
             try:
+                metrics = stack.metrics()
                 out["series"] = series.sample(
-                    lambda t: self.backend.snapshot(name, t), w["start"], w["end"], BUCKETS
+                    lambda t: metrics.snapshot(name, t), w["start"], w["end"], BUCKETS
                 )
             except Exception as e:
-                self.errors.note(f"gateway statistics ({name})", e)
+                self.errors.note(f"statistics of {name}", e)
         return out
 
     def _runs(self, dag_id: str) -> list[dict[str, Any]]:
@@ -448,10 +471,11 @@ class _Ctx:
             d["verdict"] = {"status": v.get("status") or d["deciding"].get("outcome")}
         d["timeline"] = timeline(d, tasks)
         d["progress"] = None
-        if self.backend is not None and d["timeline"] and d["timeline"][-1]["outcome"] == "running":
+        stack = self.stack(name)[0] if d["timeline"] else None
+        if stack is not None and d["timeline"][-1]["outcome"] == "running":
             try:
                 d["progress"] = stage_progress(
-                    self.backend, name, info.version, out_aliases(self.registry, name), tasks
+                    stack.metrics(), name, info.version, out_aliases(self.registry, name), tasks
                 )
             except Exception as e:
                 self.errors.note(f"progress of {name} v{info.version}", e)
@@ -484,7 +508,7 @@ def out_aliases(registry: Any, name: str) -> dict[str, str]:
 
 
 def stage_progress(
-    backend: Any, model: str, candidate: str, aliases: dict[str, str], tasks: list[dict]
+    metrics: Any, model: str, candidate: str, aliases: dict[str, str], tasks: list[dict]
 ) -> dict[str, Any] | None:
     """The running stage's progress (`StageMonitor.progress`): what the judge sees now and, for
     the proof step, how many more minutes it needs at the observed rate. The stage's and the
@@ -522,8 +546,8 @@ def stage_progress(
         inconclusive_action=policy.inconclusive_action,
     )
     return monitor.progress(
-        backend.snapshot(model, bounds[-1]),
-        earlier_snapshots(backend, model, windows),
+        metrics.snapshot(model, bounds[-1]),
+        earlier_snapshots(metrics, model, windows),
         now=time.time(),
     )
 

@@ -175,7 +175,7 @@ def summary_table(data: dict[str, Any], links: Links) -> str:
         split = (
             charts.split_bar(route["weights"], colors)
             if route
-            else '<span class="sub">not on the gateway</span>'
+            else '<span class="sub">not served</span>'
         )
         if route and (route["shadows"] or route.get("staging")):
             bits = [f"shadow v{escape(s)}" for s in route["shadows"]]
@@ -207,7 +207,7 @@ def summary_table(data: dict[str, Any], links: Links) -> str:
         )
     if not rows:
         rows.append(
-            '<tr><td colspan="6" class="sub">No models: nothing on the gateway, no rollout DAGs, no policies.</td></tr>'
+            '<tr><td colspan="6" class="sub">No models: nothing served, no rollout DAGs, no policies.</td></tr>'
         )
     return (
         '<div class="card"><table class="summary"><thead><tr><th>Model</th><th>Live traffic split</th>'
@@ -327,7 +327,7 @@ def charts_html(m: dict[str, Any], colors: dict[str, str], steps: list[dict[str,
     s = m.get("series")
     w = m.get("window") or {}
     if not s:
-        return '<div class="sub">No gateway statistics for this model.</div>'
+        return '<div class="sub">No statistics for this model.</div>'
     step = s["step"]
     xs = [t + step / 2 for t in s["t"]]
     x0, x1 = s["start"], s["end"]
@@ -516,7 +516,7 @@ def render(
         x
         for x in (
             f"MLflow {escape(data['tracking_uri'])}" if data.get("tracking_uri") else "",
-            f"gateway {escape(data['gateway_url'])}" if data.get("gateway_url") else "",
+            f"serving {escape(data['serving'])}" if data.get("serving") else "",
             f"signed in as {escape(user)}" if user else "",
         )
         if x

@@ -58,6 +58,15 @@ def test_deploy_waits_for_the_load_and_names_its_error(gw, models, tmp_path):
         backend.deploy(MODEL, "4", uri=str(tmp_path / "no-model-here"))
 
 
+def test_a_load_that_fails_on_a_half_imported_library_is_tried_again(gw, tmp_path):
+    """Two versions loading at once can both be first to import a flavor's library; the one
+    that sees it half-initialised ("module 'skops' has no attribute 'io'") loads again."""
+    backend = GatewayBackend(gw.url, gw.token)
+    backend.deploy(MODEL, "5", uri=save_slow_model(tmp_path / "ff", fail_first_load=True))
+    r = requests.get(f"{gw.url}/admin/models/{MODEL}/versions/5", headers=gw.auth, timeout=30)
+    assert r.json()["status"] == "loaded"
+
+
 def test_a_traffic_change_survives_a_gateway_restart(gw):
     gw.stop()
     restart = threading.Timer(3.0, gw.start)

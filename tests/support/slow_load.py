@@ -22,6 +22,7 @@ from .models import IRIS_COLUMNS, PIP_REQUIREMENTS, _fitted, iris
 MODEL_CODE = '''
 """Iris classes by petal length; sleeps in load_context as its model_config says."""
 import multiprocessing
+import os
 import time
 
 import mlflow
@@ -34,6 +35,10 @@ class SlowToLoad(PythonModel):
         in_worker = multiprocessing.parent_process() is not None
         key = "worker_load_seconds" if in_worker else "load_seconds"
         time.sleep(float(config.get(key, 0)))
+        marker = config.get("fail_first_load")
+        if marker and not os.path.exists(marker):  # what a half-imported package looks like
+            open(marker, "w").close()
+            raise AttributeError("module 'flavorlib' has no attribute 'io'")
 
     def predict(self, context, model_input, params=None):
         return [0 if x < 2.5 else 1 if x < 4.9 else 2 for x in model_input["petal_length"]]
@@ -44,9 +49,17 @@ mlflow.models.set_model(SlowToLoad())
 
 
 def save_slow_model(
-    folder: Path, *, load_seconds: float = 0.0, worker_load_seconds: float = 0.0
+    folder: Path,
+    *,
+    load_seconds: float = 0.0,
+    worker_load_seconds: float = 0.0,
+    fail_first_load: bool = False,
 ) -> str:
-    """Save the model under `folder` and return its path (a model URI the gateway loads)."""
+    """Save the model under `folder` and return its path (a model URI the gateway loads).
+
+    :param fail_first_load: its first load in any process raises AttributeError, as a flavor
+        whose library another thread is still importing does; later loads work.
+    """
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
@@ -55,11 +68,16 @@ def save_slow_model(
     code = folder / "slow_to_load.py"
     code.write_text(MODEL_CODE)
     X, _ = iris()
-    path = folder / f"model-{load_seconds:g}-{worker_load_seconds:g}"
+    path = (
+        folder / f"model-{load_seconds:g}-{worker_load_seconds:g}{'-ff' if fail_first_load else ''}"
+    )
+    config = {"load_seconds": load_seconds, "worker_load_seconds": worker_load_seconds}
+    if fail_first_load:
+        config["fail_first_load"] = str(folder / f"{path.name}.loaded-once")
     mlflow.pyfunc.save_model(
         str(path),
         python_model=str(code),
-        model_config={"load_seconds": load_seconds, "worker_load_seconds": worker_load_seconds},
+        model_config=config,
         signature=infer_signature(X[IRIS_COLUMNS], _fitted().predict(X)),
         pip_requirements=PIP_REQUIREMENTS,
     )

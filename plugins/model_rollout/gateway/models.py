@@ -217,7 +217,16 @@ class PyfuncVersion(LoadedVersion):
         import mlflow.pyfunc
         from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
 
-        model = mlflow.pyfunc.load_model(self.source)
+        try:
+            model = mlflow.pyfunc.load_model(self.source)
+        except (AttributeError, ImportError) as exc:
+            # Versions load in parallel threads, and two of them can be the first to import a
+            # flavor's library (MLflow's sklearn loader imports skops.io on first use): CPython
+            # may then show one thread the package half-initialised ("module 'skops' has no
+            # attribute 'io'"). That import has finished by now; a model that really cannot
+            # load fails the same way again.
+            log.info("loading %s/%s again after %r", self.model, self.version, exc)
+            model = mlflow.pyfunc.load_model(self.source)
         # as `mlflow models serve` does once the model is loaded: models with a type-hint
         # signature then parse their JSON inputs for serving
         os.environ[_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name] = "true"

@@ -140,7 +140,7 @@ def test_a_policy_asking_what_its_stack_cannot_do_fails_naming_the_field(tmp_pat
     with pytest.raises(PolicyError) as err:
         load_policy(write(tmp_path, "svc", text))
     msg = str(err.value)
-    assert "field 'judge.output_drift.enabled' needs a metrics" in msg
+    assert "field 'judge.output_drift.enabled' needs a metric source that counts" in msg
     assert "serving.metrics 'memory' cannot" in msg and "output_distribution" in msg
     # turning the check off (or the shadow) makes it runnable
     ok = load_policy(write(tmp_path, "svc", text + "\njudge: {output_drift: {enabled: false}}"))

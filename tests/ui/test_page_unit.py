@@ -41,6 +41,23 @@ def test_interval_series_differences_of_cumulative_snapshots():
     assert v1["p50"][0] <= v1["p95"][0] <= v1["p99"][0]
 
 
+def test_interval_series_reads_explicit_latency_bounds():
+    """A source with its own buckets (Prometheus `le`): interval quantiles from differences."""
+    bounds = [5, 10, 25, 50, None]
+
+    def snap(counts):
+        arm = {"version": "1", "arm": "primary", "requests": sum(counts), "errors": 0}
+        return {"arms": [{**arm, "latency": {"bounds_ms": bounds, "counts": counts}}]}
+
+    # cumulative at T0, T0+10, T0+20: 10 fast ones, then 10 slow ones (25-50 ms)
+    snaps = [snap([10, 0, 0, 10, 0]), snap([0, 0, 0, 10, 0]), snap([0, 0, 0, 0, 0])]
+    s = series.interval_series(snaps, [T0, T0 + 10, T0 + 20])
+    (v1,) = s["arms"]
+    assert v1["requests"] == [10, 10]
+    assert v1["p50"][0] == pytest.approx(math.sqrt(2.5 * 5), rel=1e-3)  # first bucket (2.5, 5]
+    assert v1["p50"][1] == pytest.approx(math.sqrt(25 * 50), rel=1e-3)
+
+
 def test_interval_series_empty_intervals_are_gaps():
     gw = FakeGateway(MODEL, {"1": 100})
     gw.add(T0 + 5, "1", requests=3, errors=0, latency_ms=5)

@@ -37,14 +37,15 @@ DESCRIPTIONS = {
     MIRROR: "mirrors live requests to shadow versions",
     STICKY: "keeps a routing key on one version",
     STAGING_SLOT: "holds a version outside live traffic",
-    COMPARE_AND_SET: "route writes are compare-and-set on a generation",
+    COMPARE_AND_SET: "writes routes as compare-and-set on a generation",
     STAGING_REQUESTS: "scores requests on the staging version only",
-    UPSTREAM: "routes to versions served elsewhere (a URL)",
-    LATENCY_HISTOGRAM: "latency histograms per version and arm",
-    KPI_FEEDBACK: "business outcomes per version",
-    SHADOW_PAIRING: "shadow predictions paired with the primary's",
-    OUTPUT_DISTRIBUTION: "distribution of predicted values per version",
+    UPSTREAM: "serves versions hosted elsewhere (a URL)",
+    LATENCY_HISTOGRAM: "counts latency histograms per version and arm",
+    KPI_FEEDBACK: "counts business outcomes per version",
+    SHADOW_PAIRING: "pairs shadow predictions with the primary's",
+    OUTPUT_DISTRIBUTION: "counts predicted values per version",
 }
+ROLE_NOUNS = {"router": "traffic router", "deployer": "deployer", "metrics": "metric source"}
 
 
 def required(policy: Policy) -> dict[str, dict[str, str]]:
@@ -79,8 +80,9 @@ def missing(policy: Policy, offered: dict[str, frozenset[str]]) -> list[str]:
             if cap in offered.get(role, frozenset()):
                 continue
             fix = f"set {field_name} to false or " if field_name.endswith(".enabled") else ""
+            noun = ROLE_NOUNS[role]
             out.append(
-                f"field '{field_name}' needs a {role} that {DESCRIPTIONS[cap]} ({cap}); "
-                f"serving.{role} {chosen!r} cannot: {fix}choose a {role} that can"
+                f"field '{field_name}' needs a {noun} that {DESCRIPTIONS[cap]} ({cap}); "
+                f"serving.{role} {chosen!r} cannot: {fix}choose a {noun} that can"
             )
     return out

@@ -22,6 +22,7 @@ from model_rollout.backends.deployer import Deployer
 from model_rollout.backends.metric_source import MetricSource
 from model_rollout.backends.router import TrafficRouter
 from model_rollout.histogram import latency_bucket
+from model_rollout.snapshot_schema import SNAPSHOT_SCHEMA
 
 Predict = Callable[[str, dict[str, Any]], Any]
 
@@ -244,6 +245,7 @@ class MemoryBackend(TrafficRouter, Deployer, MetricSource):
                     acc_p[1] += p[1]
             weights = dict(m.route.weights)
         return {
+            "schema": SNAPSHOT_SCHEMA,
             "model": model,
             "since": float(since),
             "until": None if until is None else float(until),

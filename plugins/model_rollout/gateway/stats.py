@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from model_rollout.histogram import latency_bucket, value_bucket
+from model_rollout.snapshot_schema import SNAPSHOT_SCHEMA
 
 MAX_LABELS = 100
 OTHER = "__other__"
@@ -321,6 +322,7 @@ def snapshot(
         tot.merge(cell)
     route = route or {}
     return {
+        "schema": SNAPSHOT_SCHEMA,
         "model": model,
         "since": float(since),
         "until": float(until),

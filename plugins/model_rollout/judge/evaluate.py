@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..snapshot_schema import SNAPSHOT_SCHEMA
 from .config import JudgeConfig
 from .errors import judge_errors
 from .kpi import judge_kpi
@@ -117,6 +118,17 @@ def _earlier_stage(snapshot: Any, baseline: str, candidate: str, arm: str) -> St
 
 def _judge(snapshot, earlier, baseline, candidate, mode, config, in_force, budget, header):
     candidate_arm = "primary" if mode == "canary" else "shadow"
+    schema = snapshot.get("schema", 1)
+    if (
+        not isinstance(schema, int)
+        or isinstance(schema, bool)
+        or not 1 <= schema <= SNAPSHOT_SCHEMA
+    ):
+        reason = (
+            f"The snapshot's schema {schema!r} is not one this judge reads (1..{SNAPSHOT_SCHEMA}): "
+            "the metric source is newer than model_rollout, or not a model_rollout source."
+        )
+        return Verdict(INCONCLUSIVE, reason, {}, **header)
     base = find_arm(snapshot, baseline, "primary")
     cand = find_arm(snapshot, candidate, candidate_arm)
     missing = [

@@ -1,8 +1,12 @@
-"""Cumulative views of the shared latency histograms, batched so the benchmark can reuse them.
+"""Cumulative views of latency histograms, batched so the benchmark can reuse them.
 
-A histogram is read as a piecewise log-linear CDF: inside a bucket the mass is spread evenly in
-log(ms), which is how the bucket's 2% width is best used. Arrays have any leading batch shape
-(one snapshot: none; the benchmark: replicates); cost is O(number of buckets).
+A histogram is a list of buckets, each with its lower and upper edge (log ms) and a count,
+in one of two forms a snapshot may carry: the gateway's fixed 2% log buckets by index
+(`parse_counts`, `bucket_edges`), or explicit bounds such as a Prometheus histogram's `le`
+(`parse_bounds`). It is read as a piecewise log-linear CDF: inside a bucket the mass is
+spread evenly in log(ms), which is how a log-spaced bucket's width is best used. Arrays have
+any leading batch shape (one snapshot: none; the benchmark: replicates); cost is
+O(number of buckets).
 """
 
 from __future__ import annotations
@@ -36,14 +40,66 @@ def parse_counts(counts: Mapping | None) -> tuple[np.ndarray, np.ndarray]:
     return idx[order], cnt[order]
 
 
+def bucket_edges(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper edges (log ms) of the gateway's fixed buckets `idx`."""
+    lower = _LOG_MIN + np.asarray(idx) * _LOG_GROWTH
+    return lower, lower + _LOG_GROWTH
+
+
+def parse_bounds(bounds, counts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Explicit buckets -> (lower log ms, upper log ms, counts) without the empty ones.
+
+    `bounds` are upper bounds in ms, increasing, the last may be None (+Inf); `counts[i]` is
+    the number of observations in (bounds[i-1], bounds[i]] (not cumulative). The first
+    bucket's lower edge is taken one bucket-ratio below its upper edge (log-spaced layouts);
+    the +Inf bucket is a point at the last finite bound, so quantiles beyond it read as that
+    bound (as Prometheus' `histogram_quantile` does). Raises ValueError naming the problem.
+    """
+    if not isinstance(bounds, list | tuple) or not isinstance(counts, list | tuple):
+        raise ValueError("latency.bounds_ms and latency.counts must be lists")
+    if not bounds or len(bounds) != len(counts):
+        raise ValueError(
+            f"latency.bounds_ms ({len(bounds)}) and latency.counts ({len(counts)}) must be "
+            "non-empty and of the same length"
+        )
+    finite = list(bounds[:-1]) + ([] if bounds[-1] is None else [bounds[-1]])
+    try:
+        upper = np.array([float(b) for b in finite])
+        cnt = np.array([float(c) for c in counts])
+    except (TypeError, ValueError):
+        raise ValueError(
+            "latency bounds and counts must be numbers (the last bound may be null)"
+        ) from None
+    if not upper.size or not np.all(np.isfinite(upper)) or np.any(upper <= 0):
+        raise ValueError("latency.bounds_ms must be positive finite numbers (the last may be null)")
+    if np.any(np.diff(upper) <= 0):
+        raise ValueError("latency.bounds_ms must be strictly increasing")
+    if not np.all(np.isfinite(cnt)) or np.any(cnt < 0):
+        raise ValueError("latency counts must be finite and non-negative")
+    log_hi = np.log(upper)
+    first_lo = 2 * log_hi[0] - log_hi[1] if log_hi.size > 1 else log_hi[0]
+    log_lo = np.concatenate([[first_lo], log_hi[:-1]])
+    if bounds[-1] is None:  # the +Inf bucket: a point at the last finite bound
+        log_lo = np.append(log_lo, log_hi[-1])
+        log_hi = np.append(log_hi, log_hi[-1])
+    keep = cnt > 0
+    return log_lo[keep], log_hi[keep], cnt[keep]
+
+
 def cdf_points(idx: np.ndarray, cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`edge_cdf_points` of the gateway's fixed buckets `idx`."""
+    return edge_cdf_points(*bucket_edges(idx), cnt)
+
+
+def edge_cdf_points(
+    log_lo: np.ndarray, log_hi: np.ndarray, cnt: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Knots (log ms, cumulative count) of the CDF: each bucket contributes its two edges.
 
-    `idx` has shape (B,); `cnt` (..., B). Returns log_x (2B,) and cum (..., 2B), both
-    non-decreasing, cum starting at 0.
+    Buckets are sorted and do not overlap. `log_lo`, `log_hi` have shape (B,); `cnt`
+    (..., B). Returns log_x (2B,) and cum (..., 2B), both non-decreasing, cum starting at 0.
     """
-    lower = _LOG_MIN + idx * _LOG_GROWTH
-    log_x = np.stack([lower, lower + _LOG_GROWTH], axis=-1).reshape(-1)
+    log_x = np.stack([log_lo, log_hi], axis=-1).reshape(-1)
     after = np.cumsum(cnt, axis=-1)
     before = after - cnt
     cum = np.stack([before, after], axis=-1).reshape(*cnt.shape[:-1], -1)

@@ -187,6 +187,9 @@ def judge_latency_tail(
     ]
     base = pooled_arm([s.base for s in used])
     cand = pooled_arm([s.cand for s in used])
+    problem = _arm_problem(base, cand)  # e.g. stages whose bucket layouts do not add up
+    if problem:
+        return MetricResult(name, INCONCLUSIVE, problem)
     _, _, log_tau = tail_counts(base.latency_points, cand.latency_points, cfg.quantile, 0.0)
     log_tau = float(log_tau)
     per_stage = [

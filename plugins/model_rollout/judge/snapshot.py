@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .histograms import cdf_points, parse_counts
+from .histograms import bucket_edges, edge_cdf_points, parse_bounds, parse_counts
 
 
 def _count(value: Any) -> float | None:
@@ -56,7 +56,8 @@ class ArmStats:
     arm: str
     requests: float | None = None
     errors: float | None = None
-    latency_idx: np.ndarray | None = None
+    latency_lo: np.ndarray | None = None  # bucket edges, log ms
+    latency_hi: np.ndarray | None = None
     latency_cnt: np.ndarray | None = None
     feedback: Feedback | None = None
     outputs_kind: str | None = None
@@ -70,7 +71,7 @@ class ArmStats:
     @cached_property
     def latency_points(self) -> tuple[np.ndarray, np.ndarray]:
         """CDF knots of the latency histogram (computed once, shared by the latency metrics)."""
-        return cdf_points(self.latency_idx, self.latency_cnt)
+        return edge_cdf_points(self.latency_lo, self.latency_hi, self.latency_cnt)
 
 
 @dataclass
@@ -94,8 +95,14 @@ def read_arm(entry: Mapping) -> ArmStats:
         arm.problems["errors"] = f"errors of version {arm.version} is missing or invalid"
     latency = entry.get("latency") or {}
     try:
-        counts = latency.get("counts") if isinstance(latency, Mapping) else None
-        arm.latency_idx, arm.latency_cnt = parse_counts(counts)
+        if isinstance(latency, Mapping) and "bounds_ms" in latency:
+            arm.latency_lo, arm.latency_hi, arm.latency_cnt = parse_bounds(
+                latency["bounds_ms"], latency.get("counts")
+            )
+        else:
+            counts = latency.get("counts") if isinstance(latency, Mapping) else None
+            idx, arm.latency_cnt = parse_counts(counts)
+            arm.latency_lo, arm.latency_hi = bucket_edges(idx)
     except (ValueError, TypeError, OverflowError) as exc:
         arm.problems["latency"] = f"latency histogram of version {arm.version} is invalid ({exc})"
     feedback = entry.get("feedback")
@@ -222,6 +229,25 @@ def empty_arm(version: str, arm: str) -> ArmStats:
     return ArmStats(version=version, arm=arm, requests=0.0, errors=0.0)
 
 
+def _pooled_buckets(arms: list[ArmStats]):
+    """The buckets of several arms added up: equal buckets merge; None when buckets of
+    different layouts overlap (no CDF can be read from them)."""
+    if not arms:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    lo = np.concatenate([a.latency_lo for a in arms])
+    hi = np.concatenate([a.latency_hi for a in arms])
+    cnt = np.concatenate([a.latency_cnt for a in arms])
+    order = np.lexsort((hi, lo))
+    lo, hi, cnt = lo[order], hi[order], cnt[order]
+    new = np.ones(lo.size, dtype=bool)
+    new[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
+    starts = np.flatnonzero(new)
+    lo, hi, cnt = lo[starts], hi[starts], np.add.reduceat(cnt, starts)
+    if np.any(lo[1:] < hi[:-1] - 1e-9):  # adjacent edges may differ in the last bits
+        return None, None, None
+    return lo, hi, cnt
+
+
 def pooled_arm(arms: list[ArmStats]) -> ArmStats:
     """The sum of one arm over several stages: counts, histograms and feedback add up.
 
@@ -235,19 +261,17 @@ def pooled_arm(arms: list[ArmStats]) -> ArmStats:
     if "errors" not in last.problems:
         out.errors = sum(a.errors or 0.0 for a in arms if "errors" not in a.problems)
     hists = [
-        (a.latency_idx, a.latency_cnt)
+        a
         for a in arms
-        if "latency" not in a.problems and a.latency_idx is not None and a.latency_idx.size
+        if "latency" not in a.problems and a.latency_cnt is not None and a.latency_cnt.size
     ]
     if "latency" not in last.problems:
-        if hists:
-            idx = np.unique(np.concatenate([h[0] for h in hists]))
-            cnt = np.zeros(idx.size)
-            for i, c in hists:
-                cnt[np.searchsorted(idx, i)] += c
-            out.latency_idx, out.latency_cnt = idx, cnt
-        else:
-            out.latency_idx, out.latency_cnt = np.zeros(0, dtype=np.int64), np.zeros(0)
+        out.latency_lo, out.latency_hi, out.latency_cnt = _pooled_buckets(hists)
+        if out.latency_cnt is None:
+            out.problems["latency"] = (
+                f"latency histograms of version {last.version} have different bucket layouts "
+                "in different stages and cannot be added up"
+            )
     feedback = [a.feedback for a in arms if a.feedback is not None]
     if feedback and "feedback" not in last.problems:
         out.feedback = Feedback(

@@ -1,4 +1,4 @@
-"""Per-interval, per-arm statistics from the gateway's cumulative snapshots.
+"""Per-interval, per-arm statistics from a metric source's cumulative snapshots.
 
 A snapshot counts everything since `since` up to the moment it is read. Reading snapshots at
 edges t0 < t1 < ... < tn (newest edge first) and subtracting neighbours gives the traffic of
@@ -14,8 +14,47 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from model_rollout.histogram import quantile_from_counts
+from model_rollout.judge.histograms import parse_bounds
 
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+RANGE = "~"  # key of an explicit bucket: "<lower ms>~<upper ms>"
+
+
+def _latency_cells(latency: Any) -> dict[str, int]:
+    """A snapshot arm's latency histogram as bucket key -> count, in either form (the
+    gateway's bucket indexes, or explicit bounds as "lo~hi" keys); {} when unreadable."""
+    if not isinstance(latency, Mapping):
+        return {}
+    if "bounds_ms" in latency:
+        try:
+            lo, hi, cnt = parse_bounds(latency["bounds_ms"], latency.get("counts"))
+        except ValueError:
+            return {}
+        return {
+            f"{math.exp(a):.6g}{RANGE}{math.exp(b):.6g}": int(c)
+            for a, b, c in zip(lo, hi, cnt, strict=True)
+        }
+    return {str(k): int(v) for k, v in (latency.get("counts") or {}).items()}
+
+
+def _quantile(cells: dict[str, int], q: float) -> float:
+    """The q-quantile in ms: the gateway's buckets by index, explicit ones at their
+    geometric middle."""
+    if not any(RANGE in k for k in cells):
+        return quantile_from_counts(cells, q)
+    items = sorted(
+        (float(hi), math.sqrt(float(lo) * float(hi)), n)
+        for k, n in cells.items()
+        for lo, hi in [k.split(RANGE)]
+        if n > 0
+    )
+    total = sum(n for _, _, n in items)
+    seen = 0
+    for _, mid, n in items:
+        seen += n
+        if seen >= q * total:
+            return mid
+    return items[-1][1] if items else math.nan
 
 
 def edges(start: float, end: float, buckets: int) -> list[float]:
@@ -34,9 +73,7 @@ def _arm_cells(snapshot: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, A
         out[key] = {
             "requests": int(arm.get("requests") or 0),
             "errors": int(arm.get("errors") or 0),
-            "latency": {
-                str(k): int(v) for k, v in ((arm.get("latency") or {}).get("counts") or {}).items()
-            },
+            "latency": _latency_cells(arm.get("latency")),
         }
     return out
 
@@ -91,7 +128,7 @@ def interval_series(snapshots: list[Mapping[str, Any]], times: list[float]) -> d
             ],
         }
         for name, q in QUANTILES.items():
-            vals = [quantile_from_counts(r["latency"], q) if r["latency"] else None for r in rows]
+            vals = [_quantile(r["latency"], q) if r["latency"] else None for r in rows]
             entry[name] = [None if v is None or math.isnan(v) else round(v, 3) for v in vals]
         arms.append(entry)
     step = times[1] - times[0]

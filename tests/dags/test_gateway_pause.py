@@ -134,7 +134,7 @@ def test_a_gateway_unreachable_beyond_the_budget_is_reported_so_not_as_degraded(
     real = GatewayBackend.set_traffic
 
     # a short budget keeps the test short: the tasks' backend gives up after 6 s
-    def short_budget(cls, conn_id=None, *, timeout=None):
+    def short_budget(cls, conn_id=None, **_):
         ep = GatewayHook(conn_id).endpoint()
         return cls(ep.url, ep.token, timeout=2.0, retry_for=6.0)
 

@@ -98,3 +98,34 @@ def test_a_snapshot_of_an_unknown_schema_is_not_judged():
     snap = {**canary_snapshot(arm("1", 190_000), arm("2", 10_000)), "schema": 3}
     v = evaluate(snap, baseline="1", candidate="2", mode="canary", config=JudgeConfig())
     assert v.status == "inconclusive" and "schema 3" in v.reason
+
+
+def test_the_projection_scales_explicit_buckets_like_the_gateways():
+    """ "How much more traffic?" re-judges scaled counts: explicit buckets scale too, so an
+    equal candidate with too little traffic yet gets a finite answer, not "never"."""
+    from model_rollout.decisions.projection import needed_factor, scaled
+
+    snap = {**canary_snapshot(explicit_arm("1", 600), explicit_arm("2", 200)), "schema": 2}
+    tripled = scaled(snap, 3.0)["arms"][1]["latency"]["counts"]
+    assert tripled == [3.0 * c for c in snap["arms"][1]["latency"]["counts"]]
+
+    def shown(s):
+        v = evaluate(s, baseline="1", candidate="2", mode="canary", config=JudgeConfig())
+        return v.metrics["latency"].status == "healthy"
+
+    assert not shown(snap)
+    factor = needed_factor(shown, snap)
+    assert factor is not None and 1.0 < factor < 1000.0
+
+
+def test_observed_traffic_reads_the_median_from_either_latency_form():
+    """`model-rollout plan --observed` measures the traffic from a snapshot of any source."""
+    from model_rollout.decisions.traffic import observed_traffic
+
+    fine = canary_snapshot(arm("1", 9_000), arm("2", 1_000))
+    coarse = {**canary_snapshot(explicit_arm("1", 9_000), explicit_arm("2", 1_000)), "schema": 2}
+    a, b = observed_traffic(fine, 100.0), observed_traffic(coarse, 100.0)
+    assert a.rate == b.rate == 100.0
+    assert a.latency_ms == pytest.approx(50.0, rel=0.02)
+    assert b.latency_ms == pytest.approx(50.0, rel=0.05)
+    assert b.latency_sigma == pytest.approx(0.5, rel=0.1)

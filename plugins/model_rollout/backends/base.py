@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
 
 
 class TrafficError(RuntimeError):
@@ -48,3 +51,26 @@ class ServedModel:
 
     route: Route
     versions: dict[str, str] = field(default_factory=dict)
+
+
+class Configurable:
+    """A backend's settings from the policy (`serving.<role>_options`), checked when the
+    policy loads: `options_model` is a pydantic model, or None for a backend without any."""
+
+    options_model: ClassVar[type[BaseModel] | None] = None
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any] | None) -> BaseModel | None:
+        """The validated options; ValueError naming the bad field and what was expected."""
+        if cls.options_model is None:
+            if options:
+                raise ValueError(f"{cls.__name__} takes no options, got {sorted(options)}")
+            return None
+        try:
+            return cls.options_model.model_validate(dict(options or {}))
+        except ValidationError as e:
+            fields = "; ".join(
+                f"{'.'.join(str(x) for x in err['loc']) or '(top level)'}: {err['msg']}"
+                for err in e.errors()
+            )
+            raise ValueError(f"{cls.__name__} options: {fields}") from None

@@ -80,7 +80,7 @@ class GatewayBackend(TrafficRouter, Deployer, MetricSource):
         return f"GatewayBackend({self.url!r})"
 
     @classmethod
-    def from_connection(cls, conn_id: str | None = None, *, timeout: float | None = None):
+    def from_connection(cls, conn_id=None, *, timeout=None, options=None) -> GatewayBackend:
         """From the Airflow connection (default `model_gateway_default`, env fallbacks
         `MODEL_GATEWAY_URL` / `MODEL_GATEWAY_TOKEN`); with `timeout`, one attempt per call."""
         from model_rollout.orchestration.hooks import GATEWAY_CONN_ID, GatewayHook

@@ -158,7 +158,7 @@ class MemoryBackend(TrafficRouter, Deployer, MetricSource):
         self.stack = stack
 
     @classmethod
-    def from_connection(cls, conn_id: str | None = None, *, timeout: float | None = None):
+    def from_connection(cls, conn_id=None, *, timeout=None, options=None) -> MemoryBackend:
         return cls(MemoryStack.named(conn_id))
 
     # --- router ---------------------------------------------------------------------------

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from model_rollout.backends.base import Configurable
 
-class MetricSource(ABC):
+
+class MetricSource(Configurable, ABC):
     """Reads statistics snapshots; implementations register under the entry point group
     `model_rollout.metric_sources`."""
 
@@ -21,12 +24,17 @@ class MetricSource(ABC):
     @classmethod
     @abstractmethod
     def from_connection(
-        cls, conn_id: str | None = None, *, timeout: float | None = None
+        cls,
+        conn_id: str | None = None,
+        *,
+        timeout: float | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> MetricSource:
         """The source configured by an Airflow connection (None: its default).
 
         :param timeout: the longest one call may take, retries included (None: what a task
             can afford; the Rollouts page passes a few seconds).
+        :param options: the policy's `serving.<role>_options` (see `parse_options`).
         """
 
     @abstractmethod

@@ -26,11 +26,11 @@ def scaled(snapshot: Mapping[str, Any], factor: float) -> dict[str, Any]:
             if isinstance(entry.get(key), int | float) and not isinstance(entry.get(key), bool):
                 out[key] = entry[key] * factor
         latency = entry.get("latency")
-        if isinstance(latency, Mapping) and isinstance(latency.get("counts"), Mapping):
-            out["latency"] = {
-                **latency,
-                "counts": {k: v * factor for k, v in latency["counts"].items()},
-            }
+        counts = latency.get("counts") if isinstance(latency, Mapping) else None
+        if isinstance(counts, Mapping):  # the gateway's bucket indexes
+            out["latency"] = {**latency, "counts": {k: v * factor for k, v in counts.items()}}
+        elif isinstance(counts, list):  # explicit bounds (snapshot schema 2)
+            out["latency"] = {**latency, "counts": [v * factor for v in counts]}
         feedback = entry.get("feedback")
         if isinstance(feedback, Mapping):
             out["feedback"] = {k: v * factor for k, v in feedback.items()}

@@ -324,7 +324,8 @@ class StageStream:
 def observed_traffic(snapshot: dict, seconds: float) -> Traffic:
     """The traffic a gateway snapshot over the last `seconds` shows (live arms, all versions):
     rate, error rate, latency median and spread (from p50 and p90), feedback share, KPI mean."""
-    from model_rollout.histogram import merge_counts, quantile_from_counts
+    from model_rollout.judge.histograms import inverse_cdf
+    from model_rollout.judge.snapshot import pooled_arm, read_arm
 
     live = [a for a in snapshot.get("arms") or [] if a.get("arm") == "primary"]
     requests = sum(float(a.get("requests") or 0) for a in live)
@@ -334,8 +335,12 @@ def observed_traffic(snapshot: dict, seconds: float) -> Traffic:
             f"{seconds:.0f} s: give --rate instead"
         )
     errors = sum(float(a.get("errors") or 0) for a in live)
-    counts = merge_counts(*((a.get("latency") or {}).get("counts") for a in live))
-    p50, p90 = quantile_from_counts(counts, 0.5), quantile_from_counts(counts, 0.9)
+    pooled = pooled_arm([read_arm(a) for a in live])  # either latency form (schema 2)
+    p50 = p90 = math.nan
+    if pooled.latency_cnt is not None and pooled.latency_total > 0:
+        log_x, cum = pooled.latency_points
+        q = inverse_cdf(log_x, cum, [0.5 * pooled.latency_total, 0.9 * pooled.latency_total])
+        p50, p90 = (math.exp(float(x)) for x in q)
     sigma = math.log(p90 / p50) / 1.2816 if p50 > 0 and p90 > p50 else 0.5
     fb = [a.get("feedback") or {} for a in live]
     fb_count = sum(float(f.get("count") or 0) for f in fb)
@@ -343,7 +348,7 @@ def observed_traffic(snapshot: dict, seconds: float) -> Traffic:
     return Traffic(
         rate=requests / seconds,
         error_rate=errors / requests,
-        latency_ms=p50 if p50 > 0 else 50.0,
+        latency_ms=p50 if p50 > 0 else 50.0,  # NaN > 0 is False
         latency_sigma=min(max(sigma, 0.05), 5.0),
         feedback_share=min(fb_count / requests, 1.0),
         kpi_mean=min(max(fb_sum / fb_count, 0.0), 1.0) if fb_count else 0.1,

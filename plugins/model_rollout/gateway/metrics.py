@@ -7,6 +7,7 @@ since-start totals at scrape time costs the request path nothing (no per-request
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -17,7 +18,10 @@ from model_rollout.histogram import latency_bucket_bounds
 if TYPE_CHECKING:
     from model_rollout.gateway.core import Gateway
 
-PROM_BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+# 10% steps from 0.5 ms to ~3.5 min: fine enough for the judge to read latency changes of
+# 10-20% from Prometheus (docs/backends.md); each of the gateway's 2% buckets goes whole into
+# the first of these at or above its upper edge
+PROM_BUCKETS_MS = tuple(float(f"{0.5 * 1.1**k:.4g}") for k in range(137))
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -37,6 +41,16 @@ class GatewayCollector:
             "model_gateway_rejected", "Requests rejected as malformed (4xx)", labels=labels
         )
         fb = CounterMetricFamily("model_gateway_feedback", "Feedback outcomes", labels=labels)
+        fb_sum = GaugeMetricFamily(
+            "model_gateway_feedback_outcome_sum",
+            "Sum of the feedback outcomes since the process started",
+            labels=labels,
+        )
+        fb_sum_sq = GaugeMetricFamily(
+            "model_gateway_feedback_outcome_sum_sq",
+            "Sum of the squared feedback outcomes since the process started",
+            labels=labels,
+        )
         lat = HistogramMetricFamily(
             "model_gateway_latency_seconds", "Model latency of successful answers", labels=labels
         )
@@ -46,22 +60,20 @@ class GatewayCollector:
             err.add_metric(lv, cell.errors)
             rej.add_metric(lv, cell.rejected)
             fb.add_metric(lv, cell.fb_count)
-            buckets = [0] * len(PROM_BUCKETS_MS)
+            fb_sum.add_metric(lv, cell.fb_sum)
+            fb_sum_sq.add_metric(lv, cell.fb_sum_sq)
+            buckets = [0] * (len(PROM_BUCKETS_MS) + 1)  # the last: beyond every edge
             total = 0
             for k, n in cell.latency.items():
-                hi = latency_bucket_bounds(int(k))[1]
+                buckets[bisect_left(PROM_BUCKETS_MS, latency_bucket_bounds(int(k))[1])] += n
                 total += n
-                for j, edge in enumerate(PROM_BUCKETS_MS):
-                    if hi <= edge:
-                        buckets[j] += n
-                        break
             cum, acc = [], 0
             for j, edge in enumerate(PROM_BUCKETS_MS):
                 acc += buckets[j]
                 cum.append((str(edge / 1000.0), acc))
             cum.append(("+Inf", total))
             lat.add_metric(lv, cum, cell.latency_sum_ms / 1000.0)
-        yield from (req, err, rej, fb, lat)
+        yield from (req, err, rej, fb, fb_sum, fb_sum_sq, lat)
 
         pairs = CounterMetricFamily(
             "model_gateway_shadow_pairs",

@@ -9,6 +9,7 @@ serving stack itself (router, deployer, metric source) is whatever the policy na
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,14 @@ def _url_of(conn) -> str:
         return host.rstrip("/")
     port = f":{conn.port}" if conn.port else ""
     return f"{scheme}://{host}{port}"
+
+
+def connection_url(conn_id: str) -> tuple[str, str]:
+    """(URL, password) of an Airflow connection; ("", "") when it is not defined."""
+    conn = _connection(conn_id)
+    if conn is None or not (conn.host or (conn.extra_dejson or {}).get("url")):
+        return "", ""
+    return _url_of(conn), conn.password or ""
 
 
 @dataclass(frozen=True)
@@ -141,15 +150,17 @@ class ServingHook(BaseHook):
         self.serving = (
             serving if isinstance(serving, Serving) else Serving.model_validate(serving or {})
         )
-        self._open: dict[tuple[type, str], Any] = {}
+        self._open: dict[tuple[type, str, str], Any] = {}
 
     def _backend(self, role: str, conn_id: str) -> Any:
         from model_rollout.backends.catalog import implementation
 
         cls = implementation(role, getattr(self.serving, role))
-        if (cls, conn_id) not in self._open:
-            self._open[cls, conn_id] = cls.from_connection(conn_id, timeout=self.timeout)
-        return self._open[cls, conn_id]
+        options = getattr(self.serving, f"{role}_options")
+        key = (cls, conn_id, json.dumps(options, sort_keys=True, default=str))
+        if key not in self._open:
+            self._open[key] = cls.from_connection(conn_id, timeout=self.timeout, options=options)
+        return self._open[key]
 
     def router(self) -> TrafficRouter:
         return self._backend("router", self.serving.conn_id)

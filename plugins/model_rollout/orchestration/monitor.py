@@ -57,6 +57,14 @@ def with_weights(snapshot: dict[str, Any], weights: dict[str, Any] | None) -> di
     return snapshot
 
 
+def fill_weights(snapshot: dict[str, Any], weights: dict[str, Any] | None) -> dict[str, Any]:
+    """A source that knows no route (Prometheus) gives no weights: judge the stage with the
+    weights its traffic task applied."""
+    if weights and not snapshot.get("weights"):
+        return {**snapshot, "weights": dict(weights)}
+    return snapshot
+
+
 def earlier_snapshots(metrics, model: str, windows: list[dict]) -> list[dict[str, Any]]:
     """Snapshots of the phase's finished stages, each over its own [since, until)."""
     return [
@@ -74,6 +82,8 @@ class JudgeTrigger(BaseTrigger):
     :param stage: the stage (`decisions.plan.Stage` as a dict: window, role, max duration...).
     :param since: unix time the stage's traffic was applied.
     :param earlier: the phase's finished stages, oldest first: `{"since", "until", "weights"}`.
+    :param weights: the weights the stage's traffic task applied (used when the metric source
+        does not report the route).
     :param poll_interval: seconds between looks.
     :param judge_config: the policy's `JudgeConfig` for the stage's mode, as a dict.
     :param alpha_metric: alpha of each of the rollout's tests.
@@ -96,6 +106,7 @@ class JudgeTrigger(BaseTrigger):
         alpha_metric: float,
         inconclusive_action: str,
         serving: dict | None = None,
+        weights: dict | None = None,
     ):
         super().__init__()
         self.model = model
@@ -109,6 +120,7 @@ class JudgeTrigger(BaseTrigger):
         self.alpha_metric = alpha_metric
         self.inconclusive_action = inconclusive_action
         self.serving = dict(serving or {})
+        self.weights = dict(weights or {})
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -125,6 +137,7 @@ class JudgeTrigger(BaseTrigger):
                 "alpha_metric": self.alpha_metric,
                 "inconclusive_action": self.inconclusive_action,
                 "serving": self.serving,
+                "weights": self.weights,
             },
         )
 
@@ -157,7 +170,9 @@ class JudgeTrigger(BaseTrigger):
                         )
                         for w in self.earlier
                     ]
-                snapshot = await metrics.asnapshot(self.model, self.since)
+                snapshot = fill_weights(
+                    await metrics.asnapshot(self.model, self.since), self.weights
+                )
                 errors = 0
             except Exception as e:  # a source that fails is retried, then names its error
                 errors += 1
@@ -237,7 +252,7 @@ class RolloutMonitorSensor(BaseSensorOperator):
         self.serving = dict(serving or {})
         self.deferrable = deferrable
 
-    def _arms(self, context) -> tuple[str, str, float, list[dict]]:
+    def _arms(self, context) -> tuple[str, str, float, list[dict], dict | None]:
         ti = context["ti"]
         resolved = ti.xcom_pull(task_ids=self.resolve_task_id) or {}
         if not resolved.get("candidate") or not resolved.get("incumbent"):
@@ -259,6 +274,7 @@ class RolloutMonitorSensor(BaseSensorOperator):
             resolved["candidate"],
             float(applied[-1]["applied_at"]),
             windows,
+            applied[-1].get("weights"),
         )
 
     def _monitor(self, baseline: str, candidate: str, since: float):
@@ -275,7 +291,7 @@ class RolloutMonitorSensor(BaseSensorOperator):
     def execute(self, context):
         if not self.deferrable:
             return super().execute(context)
-        baseline, candidate, since, windows = self._arms(context)
+        baseline, candidate, since, windows, weights = self._arms(context)
         remaining = since + self.stage.max_duration - time.time()
         self.defer(
             trigger=JudgeTrigger(
@@ -290,6 +306,7 @@ class RolloutMonitorSensor(BaseSensorOperator):
                 alpha_metric=self.alpha_metric,
                 inconclusive_action=self.inconclusive_action,
                 serving=self.serving,
+                weights=weights,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=max(remaining, 0) + 300.0),
@@ -308,11 +325,11 @@ class RolloutMonitorSensor(BaseSensorOperator):
         return event
 
     def poke(self, context) -> PokeReturnValue:
-        baseline, candidate, since, windows = self._arms(context)
+        baseline, candidate, since, windows, weights = self._arms(context)
         metrics = ServingHook(self.serving).metrics()
         monitor = self._monitor(baseline, candidate, since)
         outcome = monitor.look(
-            metrics.snapshot(self.model, since),
+            fill_weights(metrics.snapshot(self.model, since), weights),
             earlier_snapshots(metrics, self.model, windows),
             now=time.time(),
         )

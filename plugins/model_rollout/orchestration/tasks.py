@@ -355,7 +355,11 @@ def _judge_once(policy: Policy, stage, context) -> dict[str, Any] | None:
     way, but the reason should be the evidence when there is some.
     """
     from model_rollout.decisions.plan import plan_for
-    from model_rollout.orchestration.monitor import earlier_snapshots, stage_monitor
+    from model_rollout.orchestration.monitor import (
+        earlier_snapshots,
+        fill_weights,
+        stage_monitor,
+    )
 
     ti = context["ti"]
     plan = plan_for(policy)
@@ -381,7 +385,8 @@ def _judge_once(policy: Policy, stage, context) -> dict[str, Any] | None:
             inconclusive_action=policy.inconclusive_action,
         )
         verdict = monitor.judge(
-            metrics.snapshot(policy.model, since), earlier_snapshots(metrics, policy.model, windows)
+            fill_weights(metrics.snapshot(policy.model, since), applied[-1].get("weights")),
+            earlier_snapshots(metrics, policy.model, windows),
         )
         return verdict.to_json()
     except Exception:  # the gate must decide even when the metric source cannot answer

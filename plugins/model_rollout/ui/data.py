@@ -515,7 +515,7 @@ def stage_progress(
     earlier stages' starts are the ends of their traffic tasks (within a second of the route)."""
     from model_rollout.decisions.monitor import StageMonitor
     from model_rollout.decisions.plan import plan_for
-    from model_rollout.orchestration.monitor import earlier_snapshots
+    from model_rollout.orchestration.monitor import earlier_snapshots, fill_weights
     from model_rollout.policy import load_policy_for
 
     incumbent = aliases.get("champion")
@@ -546,7 +546,10 @@ def stage_progress(
         inconclusive_action=policy.inconclusive_action,
     )
     return monitor.progress(
-        metrics.snapshot(model, bounds[-1]),
+        fill_weights(
+            metrics.snapshot(model, bounds[-1]),
+            {incumbent: 100 - stage.step, candidate: stage.step},
+        ),
         earlier_snapshots(metrics, model, windows),
         now=time.time(),
     )

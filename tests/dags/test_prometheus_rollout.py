@@ -9,55 +9,28 @@ candidate is promoted, one failing 15% of its requests is rolled back at the can
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-from support.models import iris_rows, register_iris_version, scoring_payload
+from support.models import register_iris_version
 from support.prometheus import PrometheusProcess
 from support.rollout_env import (
+    POLICY,
     aliases,
     champion_serving,
     live_only_failure_seed,
     rollout_env,
-    states,
+    run,
     ti_times,
     version_tags,
 )
 
-from model_rollout.loadgen import Traffic
-
-ROOT = Path(__file__).resolve().parents[2]
-HOLDOUT = ROOT / "include" / "data" / "iris_holdout.csv"
-
-# the compressed windows of test_rollout.py, judged from Prometheus (which counts no output
-# distribution: the shadow's drift check is off, the paired agreement stays)
-POLICY = """
-steps: [25, 50, 100]
-step_duration: 10
-max_stage_duration: 60
-poll_interval: 1
-on_inconclusive: extend
-after_max_stage_duration: rollback
-task_retries: 0
-retry_delay: 1
-shadow: {{enabled: {shadow}, duration: 5}}
-staging: {{sample_requests: 10, latency_budget_p99_ms: 3000}}
-holdout: {{path: {holdout}, target: species, metric: accuracy, tolerance: 0.05}}
-stability_window: 1
-serving: {{metrics: prometheus, metrics_conn_id: prometheus_default}}
-judge:
-  alpha: 0.05
-  min_samples: 300
-  errors: {{min_absolute_increase: 0.01}}
-  latency: {{tolerance: 0.5}}
-  latency_tail: {{tolerance: 1.0}}
-  kpi: {{enabled: false}}
-  output_drift: {{enabled: false}}
+# the rollouts of test_rollout.py, judged from Prometheus (which counts no output
+# distribution: the shadow's drift check is off, the paired agreement stays); the errors case
+# has no shadow, as there, so that the canary catches it and the two stacks' times compare
+PROMETHEUS = """  output_drift: {enabled: false}
+serving: {metrics: prometheus, metrics_conn_id: prometheus_default}
 """
-# the errors case has no shadow, as in test_rollout.py, so that the canary catches it and the
-# two stacks' times from exposure to rollback compare
 MODELS = {"pr_healthy": "true", "pr_errors": "false"}
-ROWS = iris_rows(500, seed=2)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +39,7 @@ def env(mlflow_server, airflow_db, tmp_path_factory):
         mlflow_server,
         tmp_path_factory.mktemp("policies"),
         tmp_path_factory.mktemp("gateway"),
-        {m: POLICY.format(shadow=shadow, holdout=HOLDOUT) for m, shadow in MODELS.items()},
+        {m: POLICY.format(shadow=sh, kpi="false") + PROMETHEUS for m, sh in MODELS.items()},
     ) as e:
         prom = PrometheusProcess(
             tmp_path_factory.mktemp("prometheus"), [f"127.0.0.1:{e.gateway.port}"]
@@ -83,26 +56,11 @@ def env(mlflow_server, airflow_db, tmp_path_factory):
                 os.environ["PROMETHEUS_URL"] = saved
 
 
-def run(env, model: str, version: str):
-    traffic = Traffic(
-        env.gateway.url,
-        model,
-        lambda i: (scoring_payload([ROWS[i % len(ROWS)]]), None),
-        rate=150.0,
-        max_requests=40_000,
-        max_seconds=240,
-        workers=3,
-    )
-    with traffic:
-        dr = env.dag(model).test(run_conf={"version": version})
-    return dr, states(dr)
-
-
 def test_a_healthy_candidate_judged_from_prometheus_is_promoted(env):
     model = "pr_healthy"
     v1 = champion_serving(env, model)
     v2 = register_iris_version(env.tracking_uri, model, kind="good")
-    dr, st = run(env, model, v2)
+    dr, st, _ = run(env, model, v2)
     why = version_tags(env, model, v2).get("rollout.reason")
     assert str(dr.state) in ("success", "DagRunState.SUCCESS"), (why, sorted(st.items()))
     for task in ("shadow.monitor", "canary_25.monitor", "step_50.monitor", "cutover"):
@@ -118,7 +76,7 @@ def test_an_error_regression_judged_from_prometheus_rolls_back_at_the_canary(env
     v2 = register_iris_version(
         env.tracking_uri, model, kind="raises", p=0.15, seed=live_only_failure_seed(0.15)
     )
-    dr, st = run(env, model, v2)
+    dr, st, _ = run(env, model, v2)
     assert str(dr.state) in ("failed", "DagRunState.FAILED"), st
     assert st["canary_25.degraded"] == "success", st
     assert st["rollback.restore_traffic"] == "success", st

@@ -7,53 +7,19 @@ compressed to seconds by the test policies.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import requests
-from support.models import iris_rows, register_iris_version, scoring_payload
+from support.models import register_iris_version
 from support.rollout_env import (
-    Env,
+    POLICY,
     aliases,
     champion_serving,
     live_only_failure_seed,
     rollout_env,
-    states,
+    run,
     ti_times,
     version_tags,
 )
-
-from model_rollout.loadgen import Traffic
-
-ROOT = Path(__file__).resolve().parents[2]
-HOLDOUT = ROOT / "include" / "data" / "iris_holdout.csv"
-
-# Compressed windows (seconds, not minutes); otherwise the shipped defaults' shape: guard
-# steps then a proof step with its evidence pooled, extension to a max duration then a pause
-# (or, here, a rollback, so that a test cannot hang on a human), alpha 0.05 over the whole
-# rollout, latency at p50 and p90, the tail, the KPI whenever feedback arrives. The tolerances
-# are wider than the shipped ones only because a test has ~1000 requests, not ~100,000.
-POLICY = """
-steps: [25, 50, 100]
-step_duration: 10
-max_stage_duration: 60
-poll_interval: 1
-on_inconclusive: extend
-after_max_stage_duration: rollback
-task_retries: 0
-retry_delay: 1
-shadow: {{enabled: {shadow}, duration: 5}}
-staging: {{sample_requests: 10, latency_budget_p99_ms: 3000}}
-holdout: {{path: {holdout}, target: species, metric: accuracy, tolerance: 0.05}}
-stability_window: 1
-judge:
-  alpha: 0.05
-  min_samples: 300
-  errors: {{min_absolute_increase: 0.01}}
-  latency: {{tolerance: 0.5}}
-  latency_tail: {{tolerance: 1.0}}
-  kpi: {{enabled: {kpi}, margin: 0.2, min_feedback: 40}}
-"""
 
 # model name -> (shadow enabled, kpi judged)
 MODELS = {
@@ -74,7 +40,7 @@ MODELS = {
 @pytest.fixture(scope="module")
 def env(mlflow_server, airflow_db, tmp_path_factory):
     policies = {
-        name: POLICY.format(shadow=str(shadow).lower(), kpi=str(kpi).lower(), holdout=HOLDOUT)
+        name: POLICY.format(shadow=str(shadow).lower(), kpi=str(kpi).lower())
         for name, (shadow, kpi) in MODELS.items()
     }
     with rollout_env(
@@ -84,28 +50,6 @@ def env(mlflow_server, airflow_db, tmp_path_factory):
         policies,
     ) as e:
         yield e
-
-
-ROWS = iris_rows(500, seed=1)
-
-
-def traffic(env: Env, model: str, conversion=None, rate: float = 150.0) -> Traffic:
-    return Traffic(
-        env.gateway.url,
-        model,
-        lambda i: (scoring_payload([ROWS[i % len(ROWS)]]), None),
-        rate=rate,
-        max_requests=40_000,
-        max_seconds=240,
-        conversion=conversion,
-        workers=3,
-    )
-
-
-def run(env: Env, model: str, version: str, **traffic_kw):
-    with traffic(env, model, **traffic_kw) as t:
-        dr = env.dag(model).test(run_conf={"version": version})
-    return dr, states(dr), t.stats
 
 
 def assert_rolled_back(env, model, v1, v2, dr, st, stage):

@@ -15,10 +15,42 @@ from pathlib import Path
 
 import requests
 
-from .models import register_iris_version
+from model_rollout.loadgen import Traffic
+
+from .models import iris_rows, register_iris_version, scoring_payload
 from .servers import GatewayProcess
 
 ROOT = Path(__file__).resolve().parents[2]
+HOLDOUT = ROOT / "include" / "data" / "iris_holdout.csv"
+
+# Compressed windows (seconds, not minutes); otherwise the shipped defaults' shape: guard
+# steps then a proof step with its evidence pooled, extension to a max duration then a pause
+# (or, here, a rollback, so that a test cannot hang on a human), alpha 0.05 over the whole
+# rollout, latency at p50 and p90, the tail, the KPI whenever feedback arrives. The tolerances
+# are wider than the shipped ones only because a test has ~1000 requests, not ~100,000.
+# Placeholders: {shadow}, {kpi} (true / false); more judge settings may be appended.
+POLICY = """
+steps: [25, 50, 100]
+step_duration: 10
+max_stage_duration: 60
+poll_interval: 1
+on_inconclusive: extend
+after_max_stage_duration: rollback
+task_retries: 0
+retry_delay: 1
+shadow: {{enabled: {shadow}, duration: 5}}
+staging: {{sample_requests: 10, latency_budget_p99_ms: 3000}}
+holdout: {{path: HOLDOUT, target: species, metric: accuracy, tolerance: 0.05}}
+stability_window: 1
+judge:
+  alpha: 0.05
+  min_samples: 300
+  errors: {{min_absolute_increase: 0.01}}
+  latency: {{tolerance: 0.5}}
+  latency_tail: {{tolerance: 1.0}}
+  kpi: {{enabled: {kpi}, margin: 0.2, min_feedback: 40}}
+""".replace("HOLDOUT", str(HOLDOUT))
+ROWS = iris_rows(500, seed=1)
 
 
 @dataclass
@@ -92,6 +124,27 @@ def champion_serving(env: Env, model: str) -> str:
     backend.deploy(model, v1)
     backend.set_traffic(model, {v1: 100}, [])
     return v1
+
+
+def traffic(env: Env, model: str, conversion=None, rate: float = 150.0) -> Traffic:
+    """Bounded loopback traffic of iris rows (with business feedback when `conversion`)."""
+    return Traffic(
+        env.gateway.url,
+        model,
+        lambda i: (scoring_payload([ROWS[i % len(ROWS)]]), None),
+        rate=rate,
+        max_requests=40_000,
+        max_seconds=240,
+        conversion=conversion,
+        workers=3,
+    )
+
+
+def run(env: Env, model: str, version: str, **traffic_kw):
+    """A dag.test() run of `version` with traffic flowing: (dag run, task states, traffic)."""
+    with traffic(env, model, **traffic_kw) as t:
+        dr = env.dag(model).test(run_conf={"version": version})
+    return dr, states(dr), t.stats
 
 
 def states(dr) -> dict[str, str]:

@@ -8,6 +8,7 @@ time range, across a gateway restart (its counters start again from zero).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import pytest
@@ -89,6 +90,21 @@ def until_equal(read, want, what: str):
     raise AssertionError(f"{what}: Prometheus says {got}, the gateway {want}")
 
 
+def scraped_after_now(source) -> float:
+    """Wait until Prometheus has scraped the gateway after this moment (everything answered
+    before it is then in a sample), and return a time after that scrape: a clean `since`.
+    Prometheus' value at a time is its last scrape before it, so traffic between that scrape
+    and `since` would be counted in the range (one scrape interval of lag, docs/backends.md)."""
+    mark = time.time()
+    deadline = time.monotonic() + BUDGET
+    while (source.snapshot(MODEL, mark - 60).get("as_of") or 0) <= mark:
+        assert time.monotonic() < deadline, "Prometheus did not scrape the gateway"
+        time.sleep(0.25)
+    start = math.ceil(time.time())  # the gateway counts from whole seconds
+    time.sleep(max(start - time.time(), 0.0))
+    return float(start)
+
+
 def test_prometheus_counts_what_the_gateway_counted(stack):
     gw, prom, backend = stack
     source = PrometheusSource(prom.url)
@@ -118,13 +134,12 @@ def test_prometheus_counts_what_the_gateway_counted(stack):
 def test_a_range_holds_only_its_traffic_and_survives_a_gateway_restart(stack):
     gw, prom, backend = stack
     source = PrometheusSource(prom.url)
-    t0 = time.time() - 1
+    t0 = scraped_after_now(source)
     play(gw, 20)
     first = per_version(backend.snapshot(MODEL, t0))
+    assert sum(x[0] for x in first.values()) == 20
     until_equal(lambda: per_version(source.snapshot(MODEL, t0)), first, "first burst")
-    time.sleep(3)  # a few scrapes with no traffic: the burst is wholly before t_mid
-    t_mid = time.time()
-    time.sleep(2)
+    t_mid = scraped_after_now(source)  # the burst is wholly before t_mid
     gw.restart()  # its /metrics counters start again from zero
     backend.wait_ready(MODEL, timeout=120)
     play(gw, 20)

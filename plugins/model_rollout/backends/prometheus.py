@@ -3,14 +3,18 @@
 Why counter differences and not `rate()`/`increase()`: the judge's e-processes add up counts
 (every request is evidence once), and `increase()` extrapolates to the range's edges, so two
 adjacent ranges would not add up to the whole. A snapshot over [since, until) is, per series,
-the counter's value at `until` minus its value at `since` — both read with instant queries
-(the last sample at or before each time) — plus, when `resets()` says the counter restarted
+the counter's value at `until` minus its value at `since` — both read as the last sample at or
+before each time within 5 min (`last_over_time`, so a failed scrape leaves no gap) — plus,
+when `resets()` says the counter restarted
 in between (a replica restarted), the sum of the raw samples' increments over the range, each
 drop counted as a restart from zero.
 
 Scrape lag: a counter is only as fresh as its last scrape, so "now" lags by up to one scrape
 interval (plus the exporter's own flush lag, 0.25 s for the gateway). A look that sees the
-lagged counts judges slightly older evidence; nothing is lost, the next look has it.
+lagged counts judges slightly older evidence; nothing is lost, the next look has it. The
+snapshot says how far its counts reach (`as_of`, the freshest scrape), so the estimate of how
+much longer a stage needs divides by the time the counts cover, not by the time since the
+stage began (on a busy machine scrapes can fall seconds behind).
 Requests answered before `since` but scraped after it are not counted in the stage (they are
 in the sample at `since` only if that scrape happened before `since`): a stage's first scrape
 interval may carry a few requests of the previous route, which for the gateway stack are
@@ -39,6 +43,7 @@ from model_rollout.backends.metric_source import MetricSource
 from model_rollout.snapshot_schema import SNAPSHOT_SCHEMA
 
 PROMETHEUS_CONN_ID = "prometheus_default"
+LOOKBACK = 300  # s: how far back the value "at" a time may come from (Prometheus' default)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "gateway": {
@@ -145,14 +150,20 @@ class PrometheusSource(MetricSource):
         return "{" + ",".join(matchers) + "}"
 
     def _queries(self, model: str, since: float, until: float) -> list[tuple[str, dict]]:
-        """(metric name, query params) of every query one snapshot needs: per metric, its
-        series at `until`, at `since`, and how often each restarted in between."""
+        """(metric name, query params) of every query one snapshot needs: first the time of the
+        freshest request sample, then per metric its series at `until`, at `since`, and how
+        often each restarted in between."""
         out = []
-        rng = max(1, math.ceil(until - since))
+        # the restart may fall between the last sample before `since` and the first after it:
+        # look for drops from `LOOKBACK` before it (an earlier restart only costs a raw read)
+        rng = max(1, math.ceil(until - since)) + LOOKBACK
+        fresh = f"max(timestamp({self._selector(model, self.m['requests'])}))"
+        out.append(("", {"query": fresh, "time": until}))  # how far the counts reach
         for metric in self._metrics():
             sel = self._selector(model, metric)
-            out.append((metric, {"query": sel, "time": until}))
-            out.append((metric, {"query": sel, "time": since}))
+            last = f"last_over_time({sel}[{LOOKBACK}s])"  # a failed scrape leaves no gap
+            out.append((metric, {"query": last, "time": until}))
+            out.append((metric, {"query": last, "time": since}))
             out.append((metric, {"query": f"resets({sel}[{rng}s])", "time": until}))
         return out
 
@@ -184,7 +195,7 @@ class PrometheusSource(MetricSource):
             ) from None
 
     def _raw_samples(self, model: str, metric: str, since: float, until: float) -> list[dict]:
-        rng = max(1, math.ceil(until - since)) + 300  # and the sample before `since`
+        rng = max(1, math.ceil(until - since)) + LOOKBACK  # and the sample before `since`
         sel = self._selector(model, metric)
         return self._query_sync({"query": f"{sel}[{rng}s]", "time": until})
 
@@ -227,25 +238,24 @@ class PrometheusSource(MetricSource):
 
     def _assemble(self, model, since, until, end, answers, raw_samples) -> dict[str, Any]:
         """Counter differences per series from the (at end, at since, resets) answers."""
+        fresh, answers = answers[0][1], answers[1:]
+        as_of = float(fresh[0]["value"][1]) if fresh else None
         increases: dict[tuple, float] = {}
         for k in range(0, len(answers), 3):
             metric = answers[k][0]
             at_end, at_since, resets = (answers[k + j][1] for j in range(3))
-            before = {_key(s["metric"]): float(s["value"][1]) for s in at_since}
-            restarted = {  # resets() drops the metric's name
-                _key({**s["metric"], "__name__": metric})
-                for s in resets
-                if float(s["value"][1]) > 0
-            }
+            # functions of a range (last_over_time, resets) drop the metric's name
+            before = {_key(s["metric"], metric): float(s["value"][1]) for s in at_since}
+            restarted = {_key(s["metric"], metric) for s in resets if float(s["value"][1]) > 0}
             raw = None
             for s in at_end:
-                key = _key(s["metric"])
+                key = _key(s["metric"], metric)
                 if key in restarted:
                     raw = raw if raw is not None else raw_samples(model, metric, since, end)
                     increases[key] = _increase_with_resets(raw, key, since)
                 else:
                     increases[key] = max(float(s["value"][1]) - before.get(key, 0.0), 0.0)
-        return self._snapshot(model, since, until, increases)
+        return {**self._snapshot(model, since, until, increases), "as_of": as_of}
 
     def _snapshot(self, model, since, until, inc: dict[tuple, float]) -> dict[str, Any]:
         m = self.m
@@ -291,8 +301,10 @@ class PrometheusSource(MetricSource):
         }
 
 
-def _key(metric: Mapping[str, str]) -> tuple:
-    return tuple(sorted(metric.items()))
+def _key(metric: Mapping[str, str], name: str | None = None) -> tuple:
+    """A series' identity: its labels, with the metric's name put back when given."""
+    labels = {**metric, "__name__": name} if name else metric
+    return tuple(sorted(labels.items()))
 
 
 def _le(value: str | None, unit: str | None) -> float:

@@ -206,7 +206,10 @@ class StageMonitor:
         estimate beyond tolerance), or with `as_equal`, for a candidate as good as the baseline
         (its rates at the candidate's traffic); `projected_as_baseline` says which was used.
         """
-        elapsed = now - self.since
+        # counts that lag (a Prometheus scrape) cover only up to `as_of`: the rates are theirs
+        as_of = snapshot.get("as_of")
+        counted_to = min(now, float(as_of)) if isinstance(as_of, int | float) else now
+        elapsed = counted_to - self.since
         if elapsed <= 0 or not self._candidate_served(snapshot):
             return None
         if self.stage.role == GUARD or not missing:

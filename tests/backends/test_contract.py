@@ -112,7 +112,9 @@ def open_stack(name: str, request, monkeypatch, model_uri) -> Stack:
         name,
         catalog.open_backend("router", serving, conn),
         catalog.open_backend("deployer", serving, conn),
-        catalog.open_backend("metrics", name, None if name == "prometheus" else conn),
+        catalog.open_backend("metrics", name, None, {"scrape_interval": 1})
+        if name == "prometheus"
+        else catalog.open_backend("metrics", name, conn),
         uri,
         play,
     )

@@ -8,7 +8,6 @@ time range, across a gateway restart (its counters start again from zero).
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 
 import pytest
@@ -28,6 +27,8 @@ pytestmark = pytest.mark.timeout(600)
 MODEL = "prom"
 ROWS = iris_rows(30, seed=7)
 BUDGET = 90.0  # seconds a scrape may take to show counts on a busy machine
+SCRAPE = 1.0  # the test Prometheus' scrape interval (PrometheusProcess)
+OPTIONS = {"scrape_interval": SCRAPE}
 
 
 @pytest.fixture(scope="module")
@@ -90,25 +91,23 @@ def until_equal(read, want, what: str):
     raise AssertionError(f"{what}: Prometheus says {got}, the gateway {want}")
 
 
-def scraped_after_now(source) -> float:
-    """Wait until Prometheus has scraped the gateway after this moment (everything answered
-    before it is then in a sample), and return a time after that scrape: a clean `since`.
-    Prometheus' value at a time is its last scrape before it, so traffic between that scrape
-    and `since` would be counted in the range (one scrape interval of lag, docs/backends.md)."""
+def quiet_point(source) -> float:
+    """A `since` with no traffic around it, as a rollout stage has under one route: the time
+    of a scrape taken after everything so far, returned once the next scrape interval is
+    over (the source counts a range from the first scrape after its start)."""
     mark = time.time()
     deadline = time.monotonic() + BUDGET
-    while (source.snapshot(MODEL, mark - 60).get("as_of") or 0) <= mark:
+    while (as_of := source.snapshot(MODEL, mark - 60).get("as_of") or 0) <= mark:
         assert time.monotonic() < deadline, "Prometheus did not scrape the gateway"
         time.sleep(0.25)
-    start = math.ceil(time.time())  # the gateway counts from whole seconds
-    time.sleep(max(start - time.time(), 0.0))
-    return float(start)
+    time.sleep(max(as_of + SCRAPE + 0.2 - time.time(), 0.0))
+    return as_of
 
 
 def test_prometheus_counts_what_the_gateway_counted(stack):
     gw, prom, backend = stack
-    source = PrometheusSource(prom.url)
-    t0 = time.time() - 1
+    source = PrometheusSource(prom.url, OPTIONS)
+    t0 = time.time() - 1  # no traffic of the model yet: nothing to wait for
     play(gw, 40, outcome=1.0)
     want = per_version(backend.snapshot(MODEL, t0))
     assert sum(x[0] for x in want.values()) == 40
@@ -133,13 +132,13 @@ def test_prometheus_counts_what_the_gateway_counted(stack):
 
 def test_a_range_holds_only_its_traffic_and_survives_a_gateway_restart(stack):
     gw, prom, backend = stack
-    source = PrometheusSource(prom.url)
-    t0 = scraped_after_now(source)
+    source = PrometheusSource(prom.url, OPTIONS)
+    t0 = quiet_point(source)
     play(gw, 20)
     first = per_version(backend.snapshot(MODEL, t0))
     assert sum(x[0] for x in first.values()) == 20
     until_equal(lambda: per_version(source.snapshot(MODEL, t0)), first, "first burst")
-    t_mid = scraped_after_now(source)  # the burst is wholly before t_mid
+    t_mid = quiet_point(source)  # the burst is wholly before t_mid
     gw.restart()  # its /metrics counters start again from zero
     backend.wait_ready(MODEL, timeout=120)
     play(gw, 20)
@@ -164,3 +163,47 @@ def test_a_bad_url_or_query_is_an_error_naming_prometheus(stack):
     bad = PrometheusSource(prom.url, {**custom, "selector": "nope"})
     with pytest.raises(TrafficError, match="refused"):
         bad.snapshot(MODEL, time.time() - 60)
+
+
+def test_a_stage_counts_only_the_traffic_of_its_own_route(stack):
+    """Traffic keeps flowing while the route changes from 100/0 to 50/50, as between two
+    stages: the range from the change holds no request the previous route answered (else the
+    new stage's split reads skewed and fails the sample-ratio check), and at most a scrape
+    interval of its own."""
+    import threading
+
+    gw, prom, backend = stack
+    source = PrometheusSource(prom.url, OPTIONS)
+    backend.set_traffic(MODEL, {"1": 100})
+    stop = threading.Event()
+
+    def keep_playing():
+        with requests.Session() as s:
+            for i in range(20_000):  # bounded; ~10 s at this machine's pace
+                if stop.is_set():
+                    return
+                s.post(
+                    f"{gw.url}/models/{MODEL}/invocations",
+                    json=scoring_payload([ROWS[i % len(ROWS)]]),
+                    timeout=30,
+                )
+
+    player = threading.Thread(target=keep_playing)
+    player.start()
+    try:
+        time.sleep(3)
+        backend.set_traffic(MODEL, {"1": 50, "2": 50})
+        changed = time.time()
+        time.sleep(4)
+    finally:
+        stop.set()
+        player.join(timeout=60)
+    ended = time.time()
+    quiet_point(source)  # every request is scraped
+    exact = per_version(backend.snapshot(MODEL, changed, ended + 1))  # whole seconds after
+    got = per_version(source.snapshot(MODEL, changed, ended + 1))
+    # no request of the 100/0 route, and of its own at most what the gateway counted
+    assert got["1"][0] <= exact["1"][0] and got["2"][0] <= exact["2"][0], (got, exact)
+    assert got["1"][0] + got["2"][0] >= 100, (got, exact)  # it did count the stage
+    share = got["2"][0] / (got["1"][0] + got["2"][0])
+    assert 0.4 < share < 0.6, (share, got)

@@ -28,7 +28,10 @@ from support.rollout_env import (
 # distribution: the shadow's drift check is off, the paired agreement stays); the errors case
 # has no shadow, as there, so that the canary catches it and the two stacks' times compare
 PROMETHEUS = """  output_drift: {enabled: false}
-serving: {metrics: prometheus, metrics_conn_id: prometheus_default}
+serving:
+  metrics: prometheus
+  metrics_conn_id: prometheus_default
+  metrics_options: {scrape_interval: 1}
 """
 MODELS = {"pr_healthy": "true", "pr_errors": "false"}
 

@@ -61,9 +61,11 @@ def capabilities(role: str, name: str) -> frozenset[str]:
     return frozenset(implementation(role, name).capabilities) & BY_ROLE[role]
 
 
-def open_backend(role: str, name: str, conn_id: str | None = None) -> Any:
-    """An instance of the named implementation, configured by the connection."""
-    return implementation(role, name).from_connection(conn_id)
+def open_backend(
+    role: str, name: str, conn_id: str | None = None, options: dict[str, Any] | None = None
+) -> Any:
+    """An instance of the named implementation, configured by the connection and options."""
+    return implementation(role, name).from_connection(conn_id, options=options)
 
 
 def describe() -> dict[str, list[dict[str, Any]]]:

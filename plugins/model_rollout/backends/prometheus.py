@@ -3,9 +3,11 @@
 Why counter differences and not `rate()`/`increase()`: the judge's e-processes add up counts
 (every request is evidence once), and `increase()` extrapolates to the range's edges, so two
 adjacent ranges would not add up to the whole. A snapshot over [since, until) is, per series,
-the counter's value at `until` minus its value at `since` — both read as the last sample at or
-before each time within 5 min (`last_over_time`, so a failed scrape leaves no gap) — plus,
-when `resets()` says the counter restarted
+the counter's value at `until` (its last sample within 5 min, `last_over_time`, so a failed
+scrape leaves no gap) minus its value at the stage's first scrape (the earliest sample between
+one and six `scrape_interval`s after `since`; a series that did not exist at `since` counts
+from zero; one with no such sample yet counts nothing) — plus, when `resets()` says the
+counter restarted
 in between (a replica restarted), the sum of the raw samples' increments over the range, each
 drop counted as a restart from zero.
 
@@ -15,10 +17,12 @@ lagged counts judges slightly older evidence; nothing is lost, the next look has
 snapshot says how far its counts reach (`as_of`, the freshest scrape), so the estimate of how
 much longer a stage needs divides by the time the counts cover, not by the time since the
 stage began (on a busy machine scrapes can fall seconds behind).
-Requests answered before `since` but scraped after it are not counted in the stage (they are
-in the sample at `since` only if that scrape happened before `since`): a stage's first scrape
-interval may carry a few requests of the previous route, which for the gateway stack are
-requests of the same two versions.
+Requests answered between the last scrape before `since` and the stage's first scrape (one to
+two scrape intervals, holding the route change) are in neither stage: a stage holds only
+traffic of its own route, so the split it judges is the one it applied (counting from the
+scrape before `since` put the previous route's requests into the new stage: a 25% canary read
+as 10% and failed the sample-ratio check). Skipping the first interval also covers an exporter
+that lags by up to one interval. Set `scrape_interval` to the real one (or more).
 
 The gateway's own `/metrics` is mapped by the `preset` option (the default); any other
 exporter by naming its metrics and labels (`serving.metrics_options`, preset `custom`).
@@ -44,6 +48,8 @@ from model_rollout.snapshot_schema import SNAPSHOT_SCHEMA
 
 PROMETHEUS_CONN_ID = "prometheus_default"
 LOOKBACK = 300  # s: how far back the value "at" a time may come from (Prometheus' default)
+FIRST_SCRAPE_WINDOW = 6  # a stage's first sample is looked for up to this many intervals in
+PER_METRIC = 4  # queries per metric: at the end, after the start, before the start, restarts
 
 PRESETS: dict[str, dict[str, Any]] = {
     "gateway": {
@@ -84,6 +90,13 @@ class PrometheusOptions(BaseModel):
     version_label: str | None = None
     arm_label: str | None = Field(None, description="None: every series is live traffic.")
     selector: str = Field("", description='Extra label matchers, e.g. job="model-gateway".')
+    scrape_interval: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="Seconds between scrapes of the exporter (or more): a stage counts from "
+        "the first scrape after it began, so traffic under the previous route is not in it.",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> PrometheusOptions:
@@ -96,7 +109,9 @@ class PrometheusOptions(BaseModel):
     def resolved(self) -> dict[str, Any]:
         """The preset with every field given here on top."""
         base = dict(PRESETS.get(self.preset, {}))
-        given = self.model_dump(exclude_unset=True, exclude={"preset", "selector"})
+        given = self.model_dump(
+            exclude_unset=True, exclude={"preset", "selector", "scrape_interval"}
+        )
         return {**base, **given, "selector": self.selector}
 
 
@@ -122,6 +137,7 @@ class PrometheusSource(MetricSource):
         self.url = url.rstrip("/")
         opts = options if isinstance(options, PrometheusOptions) else self.parse_options(options)
         self.m = opts.resolved()
+        self.scrape_interval = opts.scrape_interval
         self.timeout = timeout
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.session = requests.Session()
@@ -151,18 +167,28 @@ class PrometheusSource(MetricSource):
 
     def _queries(self, model: str, since: float, until: float) -> list[tuple[str, dict]]:
         """(metric name, query params) of every query one snapshot needs: first the time of the
-        freshest request sample, then per metric its series at `until`, at `since`, and how
-        often each restarted in between."""
+        freshest request sample, then per metric its series at `until`, its samples in the
+        first scrape intervals after `since`, its series at `since` (for series with none
+        there) and how often each restarted in between."""
         out = []
         # the restart may fall between the last sample before `since` and the first after it:
         # look for drops from `LOOKBACK` before it (an earlier restart only costs a raw read)
         rng = max(1, math.ceil(until - since)) + LOOKBACK
         fresh = f"max(timestamp({self._selector(model, self.m['requests'])}))"
         out.append(("", {"query": fresh, "time": until}))  # how far the counts reach
+        # a stage counts from its first scrape taken more than one interval after `since`: the
+        # last one before it still holds requests of the previous route (a skewed split, a
+        # false SRM), and the one right after it may too when the exporter lags; a series with
+        # no such scrape yet counts nothing (a stage that loses its first seconds, never one
+        # that holds another route's traffic)
+        w_from = since + self.scrape_interval
+        w_to = min(since + FIRST_SCRAPE_WINDOW * self.scrape_interval, until)
+        window_ms = max(1, int((w_to - w_from) * 1000))
         for metric in self._metrics():
             sel = self._selector(model, metric)
             last = f"last_over_time({sel}[{LOOKBACK}s])"  # a failed scrape leaves no gap
             out.append((metric, {"query": last, "time": until}))
+            out.append((metric, {"query": f"{sel}[{window_ms}ms]", "time": max(w_to, w_from)}))
             out.append((metric, {"query": last, "time": since}))
             out.append((metric, {"query": f"resets({sel}[{rng}s])", "time": until}))
         return out
@@ -237,15 +263,16 @@ class PrometheusSource(MetricSource):
         )
 
     def _assemble(self, model, since, until, end, answers, raw_samples) -> dict[str, Any]:
-        """Counter differences per series from the (at end, at since, resets) answers."""
+        """Counter differences per series from the answers of `_queries`."""
         fresh, answers = answers[0][1], answers[1:]
         as_of = float(fresh[0]["value"][1]) if fresh else None
         increases: dict[tuple, float] = {}
-        for k in range(0, len(answers), 3):
+        for k in range(0, len(answers), PER_METRIC):
             metric = answers[k][0]
-            at_end, at_since, resets = (answers[k + j][1] for j in range(3))
+            at_end, after_start, at_since, resets = (answers[k + j][1] for j in range(PER_METRIC))
             # functions of a range (last_over_time, resets) drop the metric's name
-            before = {_key(s["metric"], metric): float(s["value"][1]) for s in at_since}
+            existed = {_key(s["metric"], metric) for s in at_since}
+            first = {_key(s["metric"], metric): float(s["values"][0][1]) for s in after_start}
             restarted = {_key(s["metric"], metric) for s in resets if float(s["value"][1]) > 0}
             raw = None
             for s in at_end:
@@ -253,8 +280,12 @@ class PrometheusSource(MetricSource):
                 if key in restarted:
                     raw = raw if raw is not None else raw_samples(model, metric, since, end)
                     increases[key] = _increase_with_resets(raw, key, since)
-                else:
-                    increases[key] = max(float(s["value"][1]) - before.get(key, 0.0), 0.0)
+                elif key in first:
+                    increases[key] = max(float(s["value"][1]) - first[key], 0.0)
+                elif key not in existed:  # began after `since`: all of it is the stage's
+                    increases[key] = float(s["value"][1])
+                else:  # no scrape far enough into the stage yet
+                    increases[key] = 0.0
         return {**self._snapshot(model, since, until, increases), "as_of": as_of}
 
     def _snapshot(self, model, since, until, inc: dict[tuple, float]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import pytest
 import requests
 from support.models import iris_rows, scoring_payload
-from support.prometheus import PrometheusProcess
 from support.servers import GatewayProcess
 from support.slow_load import save_slow_model
 
@@ -69,20 +68,9 @@ def gateway_process(tmp_path_factory):
     g.stop()
 
 
-@pytest.fixture(scope="module")
-def prometheus_process(gateway_process, tmp_path_factory):
-    """A real Prometheus scraping the contract gateway every second."""
-    p = PrometheusProcess(
-        tmp_path_factory.mktemp("contract-prom"), [f"127.0.0.1:{gateway_process.port}"]
-    )
-    yield p.start()
-    p.stop()
-
-
 def open_stack(name: str, request, monkeypatch, model_uri) -> Stack:
-    """An implementation opened by name through the entry points like a policy does;
-    "prometheus" is the gateway's router and deployer judged from Prometheus."""
-    if name in ("gateway", "prometheus"):
+    """An implementation opened by name through the entry points like a policy does."""
+    if name == "gateway":
         g = request.getfixturevalue("gateway_process")
         monkeypatch.setenv("MODEL_GATEWAY_URL", g.url)
         monkeypatch.setenv("MODEL_GATEWAY_TOKEN", g.token)
@@ -96,9 +84,6 @@ def open_stack(name: str, request, monkeypatch, model_uri) -> Stack:
                 assert r.status_code == 200, r.text
 
         conn, uri, serving = "model_gateway_default", model_uri, "gateway"
-        if name == "prometheus":
-            prom = request.getfixturevalue("prometheus_process")
-            monkeypatch.setenv("PROMETHEUS_URL", prom.url)
     else:
         MemoryStack.reset()
         model, conn, uri, serving = MODEL, "contract_memory", None, name
@@ -112,9 +97,7 @@ def open_stack(name: str, request, monkeypatch, model_uri) -> Stack:
         name,
         catalog.open_backend("router", serving, conn),
         catalog.open_backend("deployer", serving, conn),
-        catalog.open_backend("metrics", name, None, {"scrape_interval": 1})
-        if name == "prometheus"
-        else catalog.open_backend("metrics", name, conn),
+        catalog.open_backend("metrics", name, conn),
         uri,
         play,
     )
@@ -126,9 +109,9 @@ def stack(request, monkeypatch, model_uri) -> Stack:
     return open_stack(request.param, request, monkeypatch, model_uri)
 
 
-@pytest.fixture(params=["gateway", "memory", "prometheus"])
+@pytest.fixture(params=["gateway", "memory"])
 def metric_stack(request, monkeypatch, model_uri) -> Stack:
-    """Metric sources: each implementation, Prometheus scraping the gateway."""
+    """Metric sources: each implementation."""
     return open_stack(request.param, request, monkeypatch, model_uri)
 
 

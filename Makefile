@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 ARGS ?=
 
-.PHONY: setup test test-loaded lint format bench demo demo-stop clean browser stress
+.PHONY: setup test test-loaded lint format bench demo demo-stop clean browser stress prometheus
 
 ## setup: install uv if missing, then the locked environment (.venv)
 setup: .venv/.synced
@@ -22,13 +22,17 @@ browser:
 stress:
 	@command -v stress-ng >/dev/null 2>&1 || { (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stress-ng >/dev/null; }
 
+## prometheus: Debian's Prometheus server, scraping real servers in the metric-source tests
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 ## test: the whole suite (gateway, judge, DAGs, webhooks, UI) in two parallel groups, then the
 ## seconds per test file; with test paths in ARGS, just those. Fails when no test ran
-test: setup browser
+test: setup browser prometheus
 	.venv/bin/python tests/run_groups.py $(ARGS)
 
 ## test-loaded: `make test` while `stress-ng --cpu 2` keeps both cores busy (issue #11)
-test-loaded: setup browser stress
+test-loaded: setup browser prometheus stress
 	@stress-ng --cpu 2 --timeout 3h --quiet >/dev/null 2>&1 & hog=$$!; \
 	trap 'kill -TERM $$hog 2>/dev/null; wait $$hog 2>/dev/null' EXIT; \
 	echo "stress-ng --cpu 2 running in the background (pid $$hog; it stops its workers on TERM)"; \

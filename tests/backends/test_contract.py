@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 from support.models import iris_rows, scoring_payload
+from support.prometheus import PrometheusProcess
 from support.servers import GatewayProcess
 from support.slow_load import save_slow_model
 
@@ -28,6 +29,7 @@ from model_rollout.backends import (
     catalog,
 )
 from model_rollout.backends.memory import MemoryStack
+from model_rollout.backends.prometheus import FIRST_SCRAPE_WINDOW
 from model_rollout.judge.snapshot import find_arm, find_pair
 
 pytestmark = pytest.mark.timeout(300)
@@ -46,6 +48,15 @@ class Stack:
     metrics: MetricSource
     uri: str | None  # what deploy() loads
     play: Callable[[int], None]  # send n live requests of MODEL
+    start_lag: float = 0.0  # seconds after a range's start before its counts begin
+
+
+def start_range(stack: Stack) -> float:
+    """A range start for the traffic played next: a sampling source (Prometheus) counts from
+    the first scrapes after the start, so the traffic waits until those are behind it."""
+    since = time.time() - 1.0
+    time.sleep(max(since + stack.start_lag - time.time(), 0.0))
+    return since
 
 
 def wait_for(check: Callable[[], bool], what: str, budget: float = 90.0) -> None:
@@ -68,9 +79,20 @@ def gateway_process(tmp_path_factory):
     g.stop()
 
 
+@pytest.fixture(scope="module")
+def prometheus_process(gateway_process, tmp_path_factory):
+    """A real Prometheus scraping the contract gateway every second."""
+    p = PrometheusProcess(
+        tmp_path_factory.mktemp("contract-prom"), [f"127.0.0.1:{gateway_process.port}"]
+    )
+    yield p.start()
+    p.stop()
+
+
 def open_stack(name: str, request, monkeypatch, model_uri) -> Stack:
-    """An implementation opened by name through the entry points like a policy does."""
-    if name == "gateway":
+    """An implementation opened by name through the entry points like a policy does;
+    "prometheus" is the gateway's router and deployer judged from Prometheus."""
+    if name in ("gateway", "prometheus"):
         g = request.getfixturevalue("gateway_process")
         monkeypatch.setenv("MODEL_GATEWAY_URL", g.url)
         monkeypatch.setenv("MODEL_GATEWAY_TOKEN", g.token)
@@ -84,6 +106,9 @@ def open_stack(name: str, request, monkeypatch, model_uri) -> Stack:
                 assert r.status_code == 200, r.text
 
         conn, uri, serving = "model_gateway_default", model_uri, "gateway"
+        if name == "prometheus":
+            prom = request.getfixturevalue("prometheus_process")
+            monkeypatch.setenv("PROMETHEUS_URL", prom.url)
     else:
         MemoryStack.reset()
         model, conn, uri, serving = MODEL, "contract_memory", None, name
@@ -93,13 +118,19 @@ def open_stack(name: str, request, monkeypatch, model_uri) -> Stack:
             mem.serve(model, n)
 
     request.node.model = model
+    if name == "prometheus":
+        metrics = catalog.open_backend("metrics", name, None, {"scrape_interval": 1})
+        lag = (FIRST_SCRAPE_WINDOW + 1) * 1.0
+    else:
+        metrics, lag = catalog.open_backend("metrics", name, conn), 0.0
     return Stack(
         name,
         catalog.open_backend("router", serving, conn),
         catalog.open_backend("deployer", serving, conn),
-        catalog.open_backend("metrics", name, conn),
+        metrics,
         uri,
         play,
+        lag,
     )
 
 
@@ -109,9 +140,9 @@ def stack(request, monkeypatch, model_uri) -> Stack:
     return open_stack(request.param, request, monkeypatch, model_uri)
 
 
-@pytest.fixture(params=["gateway", "memory"])
+@pytest.fixture(params=["gateway", "memory", "prometheus"])
 def metric_stack(request, monkeypatch, model_uri) -> Stack:
-    """Metric sources: each implementation."""
+    """Metric sources: each implementation, Prometheus scraping the gateway."""
     return open_stack(request.param, request, monkeypatch, model_uri)
 
 
@@ -191,7 +222,7 @@ def test_snapshot_counts_live_traffic_per_version_within_its_time_range(metric_s
     two_versions(stack, model)
     stack.router.set_traffic(model, {"1": 75, "2": 25})
     stack.router.wait_ready(model, timeout=120)
-    before = time.time() - 1.0
+    before = start_range(stack)
     stack.play(40)
     wait_for(
         lambda: (
@@ -220,7 +251,7 @@ def test_shadow_copies_are_counted_and_paired(metric_stack, model):
     two_versions(stack, model)
     stack.router.set_traffic(model, {"1": 100}, ["2"])
     stack.router.wait_ready(model, timeout=120)
-    before = time.time() - 1.0
+    before = start_range(stack)
     stack.play(10)
     wait_for(
         lambda: total(stack.metrics.snapshot(model, before), "2", "shadow") == 10,

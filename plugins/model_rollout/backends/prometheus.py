@@ -1,0 +1,394 @@
+"""Prometheus as a metric source: the judge's snapshot read with PromQL from any serving stack.
+
+Why counter differences and not `rate()`/`increase()`: the judge's e-processes add up counts
+(every request is evidence once), and `increase()` extrapolates to the range's edges, so two
+adjacent ranges would not add up to the whole. A snapshot over [since, until) is, per series,
+the counter's value at `until` (its last sample within 5 min, `last_over_time`, so a failed
+scrape leaves no gap) minus its value at the stage's first scrape (the earliest sample between
+one and six `scrape_interval`s after `since`; a series that did not exist at `since` counts
+from zero; one with no such sample yet counts nothing) — plus, when `resets()` says the
+counter restarted
+in between (a replica restarted), the sum of the raw samples' increments over the range, each
+drop counted as a restart from zero.
+
+Scrape lag: a counter is only as fresh as its last scrape, so "now" lags by up to one scrape
+interval (plus the exporter's own flush lag, 0.25 s for the gateway). A look that sees the
+lagged counts judges slightly older evidence; nothing is lost, the next look has it. The
+snapshot says how far its counts reach (`as_of`, the freshest scrape), so the estimate of how
+much longer a stage needs divides by the time the counts cover, not by the time since the
+stage began (on a busy machine scrapes can fall seconds behind).
+Requests answered between the last scrape before `since` and the stage's first scrape (one to
+two scrape intervals, holding the route change) are in neither stage: a stage holds only
+traffic of its own route, so the split it judges is the one it applied (counting from the
+scrape before `since` put the previous route's requests into the new stage: a 25% canary read
+as 10% and failed the sample-ratio check). Skipping the first interval also covers an exporter
+that lags by up to one interval. Set `scrape_interval` to the real one (or more).
+
+The gateway's own `/metrics` is mapped by the `preset` option (the default); any other
+exporter by naming its metrics and labels (`serving.metrics_options`, preset `custom`).
+Feedback sums are read like counters: a drop is taken as a restart, so outcomes must not be
+negative (clicks, conversions, revenue).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from model_rollout.backends import capabilities as cap
+from model_rollout.backends.base import BackendUnreachable, TrafficError
+from model_rollout.backends.metric_source import MetricSource
+from model_rollout.snapshot_schema import SNAPSHOT_SCHEMA
+
+PROMETHEUS_CONN_ID = "prometheus_default"
+LOOKBACK = 300  # s: how far back the value "at" a time may come from (Prometheus' default)
+FIRST_SCRAPE_WINDOW = 6  # a stage's first sample is looked for up to this many intervals in
+PER_METRIC = 4  # queries per metric: at the end, after the start, before the start, restarts
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "gateway": {
+        "requests": "model_gateway_requests_total",
+        "errors": "model_gateway_errors_total",
+        "latency": "model_gateway_latency_seconds",
+        "latency_unit": "seconds",
+        "feedback_count": "model_gateway_feedback_total",
+        "feedback_sum": "model_gateway_feedback_outcome_sum",
+        "feedback_sum_sq": "model_gateway_feedback_outcome_sum_sq",
+        "pairs": "model_gateway_shadow_pairs_total",
+        "agree": "model_gateway_shadow_agree_total",
+        "model_label": "model",
+        "version_label": "version",
+        "arm_label": "arm",
+    },
+}
+
+
+class PrometheusOptions(BaseModel):
+    """`serving.metrics_options` of the Prometheus source: which series are which."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: Literal["gateway", "custom"] = Field(
+        "gateway", description="Metric names and labels of a known exporter."
+    )
+    requests: str | None = Field(None, description="Counter of answered requests.")
+    errors: str | None = Field(None, description="Counter of requests the model failed.")
+    latency: str | None = Field(None, description="Histogram of latency (its base name).")
+    latency_unit: Literal["seconds", "milliseconds"] | None = None
+    feedback_count: str | None = Field(None, description="Counter of business outcomes.")
+    feedback_sum: str | None = Field(None, description="Sum of the outcomes.")
+    feedback_sum_sq: str | None = Field(None, description="Sum of the squared outcomes.")
+    pairs: str | None = Field(None, description="Counter of paired shadow predictions.")
+    agree: str | None = Field(None, description="Counter of paired predictions that agreed.")
+    model_label: str | None = None
+    version_label: str | None = None
+    arm_label: str | None = Field(None, description="None: every series is live traffic.")
+    selector: str = Field("", description='Extra label matchers, e.g. job="model-gateway".')
+    scrape_interval: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="Seconds between scrapes of the exporter (or more): a stage counts from "
+        "the first scrape after it began, so traffic under the previous route is not in it.",
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> PrometheusOptions:
+        m = self.resolved()
+        lacking = [k for k in ("requests", "model_label", "version_label") if not m.get(k)]
+        if lacking:
+            raise ValueError(f"preset {self.preset!r} needs {', '.join(lacking)}")
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """The preset with every field given here on top."""
+        base = dict(PRESETS.get(self.preset, {}))
+        given = self.model_dump(
+            exclude_unset=True, exclude={"preset", "selector", "scrape_interval"}
+        )
+        return {**base, **given, "selector": self.selector}
+
+
+class PrometheusSource(MetricSource):
+    """Per-version statistics read from Prometheus (counter differences, explicit buckets)."""
+
+    capabilities = frozenset({cap.LATENCY_HISTOGRAM, cap.KPI_FEEDBACK, cap.SHADOW_PAIRING})
+    options_model = PrometheusOptions
+
+    def __init__(
+        self,
+        url: str,
+        options: PrometheusOptions | Mapping[str, Any] | None = None,
+        *,
+        token: str = "",
+        timeout: float = 15.0,
+    ):
+        if not url:
+            raise TrafficError(
+                f"no Prometheus URL: set the Airflow connection {PROMETHEUS_CONN_ID!r} "
+                "(or the one named by serving.metrics_conn_id) or the env variable PROMETHEUS_URL"
+            )
+        self.url = url.rstrip("/")
+        opts = options if isinstance(options, PrometheusOptions) else self.parse_options(options)
+        self.m = opts.resolved()
+        self.scrape_interval = opts.scrape_interval
+        self.timeout = timeout
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self.session = requests.Session()
+        self.session.headers.update(self._auth)
+
+    def __repr__(self) -> str:
+        return f"PrometheusSource({self.url!r})"
+
+    @classmethod
+    def from_connection(cls, conn_id=None, *, timeout=None, options=None) -> PrometheusSource:
+        """From an Airflow connection (host/port or extra `url`, optional bearer token as
+        password), env fallback `PROMETHEUS_URL`."""
+        import os
+
+        from model_rollout.orchestration.hooks import connection_url
+
+        url, token = connection_url(conn_id or PROMETHEUS_CONN_ID)
+        url = url or os.environ.get("PROMETHEUS_URL", "")
+        return cls(url, options, token=token, timeout=timeout or 15.0)
+
+    # --- PromQL ---------------------------------------------------------------------------
+    def _selector(self, model: str, metric: str) -> str:
+        matchers = [f'__name__="{metric}"', f'{self.m["model_label"]}="{model}"']
+        if self.m.get("selector"):
+            matchers.append(self.m["selector"])
+        return "{" + ",".join(matchers) + "}"
+
+    def _queries(self, model: str, since: float, until: float) -> list[tuple[str, dict]]:
+        """(metric name, query params) of every query one snapshot needs: first the time of the
+        freshest request sample, then per metric its series at `until`, its samples in the
+        first scrape intervals after `since`, its series at `since` (for series with none
+        there) and how often each restarted in between."""
+        out = []
+        # the restart may fall between the last sample before `since` and the first after it:
+        # look for drops from `LOOKBACK` before it (an earlier restart only costs a raw read)
+        rng = max(1, math.ceil(until - since)) + LOOKBACK
+        fresh = f"max(timestamp({self._selector(model, self.m['requests'])}))"
+        out.append(("", {"query": fresh, "time": until}))  # how far the counts reach
+        # a stage counts from its first scrape taken more than one interval after `since`: the
+        # last one before it still holds requests of the previous route (a skewed split, a
+        # false SRM), and the one right after it may too when the exporter lags; a series with
+        # no such scrape yet counts nothing (a stage that loses its first seconds, never one
+        # that holds another route's traffic)
+        w_from = since + self.scrape_interval
+        w_to = min(since + FIRST_SCRAPE_WINDOW * self.scrape_interval, until)
+        window_ms = max(1, int((w_to - w_from) * 1000))
+        for metric in self._metrics():
+            sel = self._selector(model, metric)
+            last = f"last_over_time({sel}[{LOOKBACK}s])"  # a failed scrape leaves no gap
+            out.append((metric, {"query": last, "time": until}))
+            out.append((metric, {"query": f"{sel}[{window_ms}ms]", "time": max(w_to, w_from)}))
+            out.append((metric, {"query": last, "time": since}))
+            out.append((metric, {"query": f"resets({sel}[{rng}s])", "time": until}))
+        return out
+
+    def _metrics(self) -> list[str]:
+        names = [
+            self.m.get(k)
+            for k in ("requests", "errors", "feedback_count", "feedback_sum", "feedback_sum_sq")
+        ]
+        names += [self.m.get("pairs"), self.m.get("agree")]
+        if self.m.get("latency"):
+            names.append(self.m["latency"] + "_bucket")
+        return [n for n in names if n]
+
+    def _check(self, body: Any, query: str) -> list[dict]:
+        if not isinstance(body, dict) or body.get("status") != "success":
+            raise TrafficError(f"Prometheus {self.url} refused {query!r}: {body}")
+        return body["data"]["result"]
+
+    def _query_sync(self, params: dict) -> list[dict]:
+        try:
+            r = self.session.get(f"{self.url}/api/v1/query", params=params, timeout=self.timeout)
+        except requests.RequestException as e:
+            raise BackendUnreachable(f"Prometheus {self.url}: {type(e).__name__}: {e}") from None
+        try:
+            return self._check(r.json(), params["query"])
+        except ValueError:
+            raise TrafficError(
+                f"Prometheus {self.url} answered {r.status_code}: {r.text[:300]}"
+            ) from None
+
+    def _raw_samples(self, model: str, metric: str, since: float, until: float) -> list[dict]:
+        rng = max(1, math.ceil(until - since)) + LOOKBACK  # and the sample before `since`
+        sel = self._selector(model, metric)
+        return self._query_sync({"query": f"{sel}[{rng}s]", "time": until})
+
+    # --- snapshot -------------------------------------------------------------------------
+    def snapshot(self, model: str, since: float, until: float | None = None) -> dict[str, Any]:
+        end = time.time() if until is None else until
+        answers = [
+            (sel, self._query_sync(params)) for sel, params in self._queries(model, since, end)
+        ]
+        return self._assemble(model, since, until, end, answers, self._raw_samples)
+
+    async def asnapshot(
+        self, model: str, since: float, until: float | None = None
+    ) -> dict[str, Any]:
+        import asyncio
+
+        import httpx
+
+        end = time.time() if until is None else until
+        queries = self._queries(model, since, end)
+        try:
+            async with httpx.AsyncClient(headers=self._auth, timeout=self.timeout) as client:
+                resps = await asyncio.gather(
+                    *(client.get(f"{self.url}/api/v1/query", params=p) for _, p in queries)
+                )
+        except httpx.HTTPError as e:
+            raise BackendUnreachable(f"Prometheus {self.url}: {type(e).__name__}: {e}") from None
+        answers = []
+        for (metric, params), r in zip(queries, resps, strict=True):
+            try:
+                answers.append((metric, self._check(r.json(), params["query"])))
+            except ValueError:
+                raise TrafficError(
+                    f"Prometheus {self.url} answered {r.status_code}: {r.text[:300]}"
+                ) from None
+        # a counter that restarted needs its raw samples: rare, read synchronously in a thread
+        return await asyncio.to_thread(
+            self._assemble, model, since, until, end, answers, self._raw_samples
+        )
+
+    def _assemble(self, model, since, until, end, answers, raw_samples) -> dict[str, Any]:
+        """Counter differences per series from the answers of `_queries`."""
+        fresh, answers = answers[0][1], answers[1:]
+        as_of = float(fresh[0]["value"][1]) if fresh else None
+        increases: dict[tuple, float] = {}
+        for k in range(0, len(answers), PER_METRIC):
+            metric = answers[k][0]
+            at_end, after_start, at_since, resets = (answers[k + j][1] for j in range(PER_METRIC))
+            # functions of a range (last_over_time, resets) drop the metric's name
+            existed = {_key(s["metric"], metric) for s in at_since}
+            first = {  # the stage's first scrape of each series: (time, value)
+                _key(s["metric"], metric): (float(s["values"][0][0]), float(s["values"][0][1]))
+                for s in after_start
+                if s["values"]
+            }
+            restarted = {_key(s["metric"], metric) for s in resets if float(s["value"][1]) > 0}
+            raw = None
+            for s in at_end:
+                key = _key(s["metric"], metric)
+                # every series counts from the same scrape (one target's series are scraped
+                # together): a new one too, or a candidate that only began to serve would get
+                # its first seconds counted and the incumbent not (a 25% canary read as 46%)
+                if key in first:
+                    start = first[key][0]
+                elif key not in existed:  # began after that scrape: all of it is the stage's
+                    start = None
+                else:  # no scrape far enough into the stage yet
+                    increases[key] = 0.0
+                    continue
+                if key in restarted:
+                    raw = raw if raw is not None else raw_samples(model, metric, since, end)
+                    increases[key] = _increase_with_resets(raw, key, start)
+                elif start is None:
+                    increases[key] = float(s["value"][1])
+                else:
+                    increases[key] = max(float(s["value"][1]) - first[key][1], 0.0)
+        return {**self._snapshot(model, since, until, increases), "as_of": as_of}
+
+    def _snapshot(self, model, since, until, inc: dict[tuple, float]) -> dict[str, Any]:
+        m = self.m
+        arms: dict[tuple[str, str], dict[str, Any]] = defaultdict(
+            lambda: {"requests": 0.0, "errors": 0.0, "buckets": defaultdict(float), "fb": [0.0] * 3}
+        )
+        pairs: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        fb_index = {
+            m.get("feedback_count"): 0,
+            m.get("feedback_sum"): 1,
+            m.get("feedback_sum_sq"): 2,
+        }
+        for key, value in inc.items():
+            labels = dict(key)
+            name = labels.get("__name__")
+            if name in (m.get("pairs"), m.get("agree")):
+                p = pairs[labels.get("shadow", ""), labels.get("primary", "")]
+                p[0 if name == m.get("pairs") else 1] += value
+                continue
+            version = labels.get(m["version_label"], "")
+            arm = labels.get(m["arm_label"], "primary") if m.get("arm_label") else "primary"
+            a = arms[version, arm]
+            if name == m.get("requests"):
+                a["requests"] += value
+            elif name == m.get("errors"):
+                a["errors"] += value
+            elif name in fb_index and name:
+                a["fb"][fb_index[name]] += value
+            elif m.get("latency") and name == m["latency"] + "_bucket":
+                a["buckets"][_le(labels.get("le"), m.get("latency_unit"))] += value
+        return {
+            "schema": SNAPSHOT_SCHEMA,
+            "model": model,
+            "since": float(since),
+            "until": None if until is None else float(until),
+            "source": repr(self),
+            "arms": [_arm(v, arm, a) for (v, arm), a in sorted(arms.items())],
+            "pairs": [
+                {"shadow_version": s, "primary_version": p, "pairs": n, "agree": agree}
+                for (s, p), (n, agree) in sorted(pairs.items())
+                if n > 0
+            ],
+        }
+
+
+def _key(metric: Mapping[str, str], name: str | None = None) -> tuple:
+    """A series' identity: its labels, with the metric's name put back when given."""
+    labels = {**metric, "__name__": name} if name else metric
+    return tuple(sorted(labels.items()))
+
+
+def _le(value: str | None, unit: str | None) -> float:
+    if value in (None, "+Inf"):
+        return math.inf
+    ms = float(value)
+    return ms * 1000.0 if unit != "milliseconds" else ms
+
+
+def _arm(version: str, arm: str, a: dict[str, Any]) -> dict[str, Any]:
+    """One snapshot arm; the cumulative `le` buckets become per-bucket counts."""
+    entry: dict[str, Any] = {
+        "version": version,
+        "arm": arm,
+        "requests": round(a["requests"]),
+        "errors": round(a["errors"]),
+    }
+    if a["buckets"]:
+        bounds = sorted(a["buckets"])
+        cum = [a["buckets"][b] for b in bounds]
+        counts = [max(round(c - p), 0) for c, p in zip(cum, [0.0, *cum[:-1]], strict=True)]
+        entry["latency"] = {
+            "bounds_ms": [None if math.isinf(b) else b for b in bounds],
+            "counts": counts,
+        }
+    if a["fb"][0] > 0:
+        entry["feedback"] = {"count": a["fb"][0], "sum": a["fb"][1], "sum_sq": a["fb"][2]}
+    return entry
+
+
+def _increase_with_resets(raw: list[dict], key: tuple, start: float | None) -> float:
+    """A counter's growth over its raw samples from the one taken at `start` (None: from
+    zero, the series began within the range), each drop taken as a restart from zero."""
+    series = next((s for s in raw if _key(s["metric"]) == key), None)
+    if series is None:
+        return 0.0
+    points = [(float(t), float(v)) for t, v in series["values"]]
+    if start is None:
+        total = points[0][1] if points else 0.0
+    else:
+        points, total = [p for p in points if p[0] >= start - 1e-3], 0.0
+    for (_, a), (_, b) in zip(points, points[1:], strict=False):
+        total += b - a if b >= a else b
+    return total

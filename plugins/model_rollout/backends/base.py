@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -53,11 +54,30 @@ class ServedModel:
     versions: dict[str, str] = field(default_factory=dict)
 
 
-class Configurable:
-    """A backend's settings from the policy (`serving.<role>_options`), checked when the
-    policy loads: `options_model` is a pydantic model, or None for a backend without any."""
+class Backend(ABC):
+    """What every router, deployer and metric source has: what it can do (`capabilities`),
+    how it is built from an Airflow connection, and its settings from the policy
+    (`serving.<role>_options`, checked when the policy loads: `options_model` is a pydantic
+    model, or None for a backend without any)."""
 
+    capabilities: ClassVar[frozenset[str]] = frozenset()
     options_model: ClassVar[type[BaseModel] | None] = None
+
+    @classmethod
+    @abstractmethod
+    def from_connection(
+        cls,
+        conn_id: str | None = None,
+        *,
+        timeout: float | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Backend:
+        """The backend configured by an Airflow connection (None: its default).
+
+        :param timeout: the longest one call may take, retries included (None: what a task
+            can afford; the Rollouts page passes a few seconds).
+        :param options: the policy's `serving.<role>_options` (see `parse_options`).
+        """
 
     @classmethod
     def parse_options(cls, options: Mapping[str, Any] | None) -> BaseModel | None:

@@ -6,34 +6,15 @@ InferenceService vs Istio's VirtualService, MLServer's repository vs nginx's ups
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from abc import abstractmethod
+from typing import Any
 
-from model_rollout.backends.base import Configurable
+from model_rollout.backends.base import Backend
 
 
-class Deployer(Configurable, ABC):
+class Deployer(Backend):
     """Deploys and retires versions; implementations register under the entry point group
     `model_rollout.deployers`."""
-
-    capabilities: ClassVar[frozenset[str]] = frozenset()
-
-    @classmethod
-    @abstractmethod
-    def from_connection(
-        cls,
-        conn_id: str | None = None,
-        *,
-        timeout: float | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> Deployer:
-        """The deployer configured by an Airflow connection (None: its default).
-
-        :param timeout: the longest one call may take, retries included (None: what a task
-            can afford; the Rollouts page passes a few seconds).
-        :param options: the policy's `serving.<role>_options` (see `parse_options`).
-        """
 
     @abstractmethod
     def deploy(

@@ -8,34 +8,15 @@ not average rates), so a source answers "what happened between `since` and `unti
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from abc import abstractmethod
+from typing import Any
 
-from model_rollout.backends.base import Configurable
+from model_rollout.backends.base import Backend
 
 
-class MetricSource(Configurable, ABC):
+class MetricSource(Backend):
     """Reads statistics snapshots; implementations register under the entry point group
     `model_rollout.metric_sources`."""
-
-    capabilities: ClassVar[frozenset[str]] = frozenset()
-
-    @classmethod
-    @abstractmethod
-    def from_connection(
-        cls,
-        conn_id: str | None = None,
-        *,
-        timeout: float | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> MetricSource:
-        """The source configured by an Airflow connection (None: its default).
-
-        :param timeout: the longest one call may take, retries included (None: what a task
-            can afford; the Rollouts page passes a few seconds).
-        :param options: the policy's `serving.<role>_options` (see `parse_options`).
-        """
 
     @abstractmethod
     def snapshot(self, model: str, since: float, until: float | None = None) -> dict[str, Any]:

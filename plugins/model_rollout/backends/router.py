@@ -7,34 +7,15 @@ It neither loads models (`Deployer`) nor counts outcomes (`MetricSource`).
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from abc import abstractmethod
+from typing import Any
 
-from model_rollout.backends.base import KEEP, Configurable, Route, ServedModel
+from model_rollout.backends.base import KEEP, Backend, Route, ServedModel
 
 
-class TrafficRouter(Configurable, ABC):
+class TrafficRouter(Backend):
     """Applies routes; implementations register under the entry point group
     `model_rollout.routers`."""
-
-    capabilities: ClassVar[frozenset[str]] = frozenset()
-
-    @classmethod
-    @abstractmethod
-    def from_connection(
-        cls,
-        conn_id: str | None = None,
-        *,
-        timeout: float | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> TrafficRouter:
-        """The router configured by an Airflow connection (None: the router's default).
-
-        :param timeout: the longest one call may take, retries included (None: what a task
-            can afford; the Rollouts page passes a few seconds).
-        :param options: the policy's `serving.<role>_options` (see `parse_options`).
-        """
 
     @abstractmethod
     def route(self, model: str) -> Route:

@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 ARGS ?=
 
-.PHONY: setup test test-loaded lint format bench demo demo-stop clean browser stress prometheus
+.PHONY: setup test test-loaded lint format bench demo demo-stop clean browser stress prometheus nginx mlserver
 
 ## setup: install uv if missing, then the locked environment (.venv)
 setup: .venv/.synced
@@ -26,13 +26,25 @@ stress:
 prometheus:
 	@command -v prometheus >/dev/null 2>&1 || { (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+## nginx: Debian's nginx, the traffic router of the second serving stack (issue #13)
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null; }
+
+## mlserver: MLServer in its own environment (it pins fastapi<0.116), from the hashed lock
+mlserver: .venv-mlserver/.synced
+
+.venv-mlserver/.synced: requirements/mlserver.txt | setup
+	$(UV) venv -q --allow-existing -p 3.11 .venv-mlserver
+	$(UV) pip sync -q --python .venv-mlserver/bin/python --require-hashes requirements/mlserver.txt
+	@touch $@
+
 ## test: the whole suite (gateway, judge, DAGs, webhooks, UI) in two parallel groups, then the
 ## seconds per test file; with test paths in ARGS, just those. Fails when no test ran
-test: setup browser prometheus
+test: setup browser prometheus nginx mlserver
 	.venv/bin/python tests/run_groups.py $(ARGS)
 
 ## test-loaded: `make test` while `stress-ng --cpu 2` keeps both cores busy (issue #11)
-test-loaded: setup browser prometheus stress
+test-loaded: setup browser prometheus nginx mlserver stress
 	@stress-ng --cpu 2 --timeout 3h --quiet >/dev/null 2>&1 & hog=$$!; \
 	trap 'kill -TERM $$hog 2>/dev/null; wait $$hog 2>/dev/null' EXIT; \
 	echo "stress-ng --cpu 2 running in the background (pid $$hog; it stops its workers on TERM)"; \

@@ -374,7 +374,13 @@ class Policy(_Strict):
         from model_rollout.backends.catalog import capabilities as offered
 
         roles = ("router", "deployer", "metrics")
-        return capabilities.missing(self, {r: offered(r, getattr(self.serving, r)) for r in roles})
+        return capabilities.missing(
+            self,
+            {
+                r: offered(r, getattr(self.serving, r), getattr(self.serving, f"{r}_options"))
+                for r in roles
+            },
+        )
 
     @property
     def canary_steps(self) -> list[int]:

@@ -1,7 +1,8 @@
 """The contract every traffic router, deployer and metric source honours (issue #13).
 
 One suite, run against each implementation: the real gateway over HTTP (router, deployer and
-metric source) and the in-memory stack. A new implementation joins by adding a fixture
+metric source), nginx routing to one MLServer per version (deployer) judged from a real
+Prometheus, and the in-memory stack. A new implementation joins by adding a fixture
 parameter that starts it and says how to play traffic through it; nothing else changes.
 """
 
@@ -17,6 +18,7 @@ import requests
 from support.models import iris_rows, scoring_payload
 from support.prometheus import PrometheusProcess
 from support.servers import GatewayProcess
+from support.serving_stack import ServingStack
 from support.slow_load import save_slow_model
 
 from model_rollout.backends import (
@@ -31,6 +33,7 @@ from model_rollout.backends import (
 from model_rollout.backends.memory import MemoryStack
 from model_rollout.backends.prometheus import FIRST_SCRAPE_WINDOW
 from model_rollout.judge.snapshot import find_arm, find_pair
+from model_rollout.orchestration.monitor import fill_weights
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -89,9 +92,46 @@ def prometheus_process(gateway_process, tmp_path_factory):
     p.stop()
 
 
+@pytest.fixture(scope="module")
+def nginx_stack(tmp_path_factory):
+    """nginx + Prometheus (file_sd of the MLServers the deployer starts)."""
+    s = ServingStack(tmp_path_factory.mktemp("contract-nginx")).start()
+    yield s
+    s.stop()
+
+
 def open_stack(name: str, request, monkeypatch, model_uri) -> Stack:
     """An implementation opened by name through the entry points like a policy does;
-    "prometheus" is the gateway's router and deployer judged from Prometheus."""
+    "prometheus" is the gateway's router and deployer judged from Prometheus, "nginx" the
+    nginx router and the MLServer deployer judged from Prometheus."""
+    if name == "nginx":
+        ns = request.getfixturevalue("nginx_stack")
+        for k, v in ns.env().items():
+            monkeypatch.setenv(k, v)
+        model = f"{request.node.originalname.removeprefix('test_')}_{name}"[:100]
+        http = requests.Session()
+
+        def play(n: int) -> None:
+            for i in range(n):
+                body = scoring_payload([ROWS[i % len(ROWS)]])
+                r = http.post(f"{ns.url}/models/{model}/invocations", json=body, timeout=30)
+                assert r.status_code == 200, r.text
+
+        deployer = catalog.open_backend("deployer", "mlserver")
+        # one MLServer per version: stop this test's servers when it ends
+        request.addfinalizer(lambda: [deployer.retire(model, v) for v in ("1", "2")])
+        request.node.model = model
+        return Stack(
+            name,
+            catalog.open_backend("router", "nginx"),
+            deployer,
+            catalog.open_backend(
+                "metrics", "prometheus", None, {"preset": "mlserver", "scrape_interval": 1}
+            ),
+            model_uri,
+            play,
+            (FIRST_SCRAPE_WINDOW + 1) * 1.0,
+        )
     if name in ("gateway", "prometheus"):
         g = request.getfixturevalue("gateway_process")
         monkeypatch.setenv("MODEL_GATEWAY_URL", g.url)
@@ -134,15 +174,15 @@ def open_stack(name: str, request, monkeypatch, model_uri) -> Stack:
     )
 
 
-@pytest.fixture(params=["gateway", "memory"])
+@pytest.fixture(params=["gateway", "nginx", "memory"])
 def stack(request, monkeypatch, model_uri) -> Stack:
     """Routers and deployers: each implementation."""
     return open_stack(request.param, request, monkeypatch, model_uri)
 
 
-@pytest.fixture(params=["gateway", "memory", "prometheus"])
+@pytest.fixture(params=["gateway", "memory", "prometheus", "nginx"])
 def metric_stack(request, monkeypatch, model_uri) -> Stack:
-    """Metric sources: each implementation, Prometheus scraping the gateway."""
+    """Metric sources: each implementation, Prometheus scraping the gateway or MLServer."""
     return open_stack(request.param, request, monkeypatch, model_uri)
 
 
@@ -253,13 +293,19 @@ def test_shadow_copies_are_counted_and_paired(metric_stack, model):
     stack.router.wait_ready(model, timeout=120)
     before = start_range(stack)
     stack.play(10)
-    wait_for(
-        lambda: total(stack.metrics.snapshot(model, before), "2", "shadow") == 10,
-        "10 shadow copies counted",
+
+    def judged() -> dict:  # as the monitor reads it: with the stage's route
+        return fill_weights(stack.metrics.snapshot(model, before), {"1": 100})
+
+    wait_for(  # each version's server may be scraped at its own moment
+        lambda: total(judged(), "2", "shadow") == 10 and total(judged(), "1") == 10,
+        "10 requests and 10 shadow copies counted",
     )
-    snap = stack.metrics.snapshot(model, before)
+    snap = judged()
     assert total(snap, "1") == 10 and total(snap, "2") == 0  # the shadow answered nobody
-    if capabilities.SHADOW_PAIRING in catalog.capabilities("metrics", stack.name):
+    if capabilities.SHADOW_PAIRING in type(stack.metrics).offered(
+        getattr(stack.metrics, "options", None)
+    ):
         wait_for(
             lambda: (
                 (find_pair(stack.metrics.snapshot(model, before), "2", "1") or 0)

@@ -80,6 +80,12 @@ class Backend(ABC):
         """
 
     @classmethod
+    def offered(cls, options: Mapping[str, Any] | None = None) -> frozenset[str]:
+        """What this backend can do configured with `options` (default: `capabilities`; a
+        source whose metrics are named in its options offers only what they include)."""
+        return frozenset(cls.capabilities)
+
+    @classmethod
     def parse_options(cls, options: Mapping[str, Any] | None) -> BaseModel | None:
         """The validated options; ValueError naming the bad field and what was expected."""
         if cls.options_model is None:

@@ -56,9 +56,9 @@ def implementation(role: str, name: str) -> type:
     return cls
 
 
-def capabilities(role: str, name: str) -> frozenset[str]:
-    """What the named implementation can do in that role."""
-    return frozenset(implementation(role, name).capabilities) & BY_ROLE[role]
+def capabilities(role: str, name: str, options: dict[str, Any] | None = None) -> frozenset[str]:
+    """What the named implementation can do in that role (configured with `options`)."""
+    return implementation(role, name).offered(options) & BY_ROLE[role]
 
 
 def open_backend(

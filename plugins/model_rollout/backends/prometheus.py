@@ -33,6 +33,7 @@ negative (clicks, conversions, revenue).
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -66,7 +67,32 @@ PRESETS: dict[str, dict[str, Any]] = {
         "version_label": "version",
         "arm_label": "arm",
     },
+    # MLServer 1.7 (Seldon Core v2's and KServe's runtime) serving one version per server,
+    # scraped with target labels `model` and `version` (pod labels on Kubernetes, file_sd
+    # here): its per-model counters `model_infer_request_*` count only the V2 protocol and
+    # take their `version` from the URL, and their latency is a summary (no buckets), so the
+    # HTTP middleware's counters are read instead, for MLflow's `/invocations` protocol. A
+    # model that raises answers 400 there (as under `mlflow models serve`), so any 4xx/5xx is
+    # an error: a candidate refusing inputs its incumbent takes is a regression too.
+    "mlserver": {
+        "requests": 'rest_server_requests_total{path="/invocations"}',
+        "errors": 'rest_server_requests_total{path="/invocations",status_code=~"[45].."}',
+        "latency": 'rest_server_request_duration_seconds{path="/invocations",status_code="200"}',
+        "latency_unit": "seconds",
+        "model_label": "model",
+        "version_label": "version",
+    },
 }
+METRIC = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(?:\{(.*)\})?\s*$")
+ROLES = (
+    "requests",
+    "errors",
+    "feedback_count",
+    "feedback_sum",
+    "feedback_sum_sq",
+    "pairs",
+    "agree",
+)
 
 
 class PrometheusOptions(BaseModel):
@@ -74,10 +100,14 @@ class PrometheusOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: Literal["gateway", "custom"] = Field(
+    preset: Literal["gateway", "mlserver", "custom"] = Field(
         "gateway", description="Metric names and labels of a known exporter."
     )
-    requests: str | None = Field(None, description="Counter of answered requests.")
+    requests: str | None = Field(
+        None,
+        description="Counter of answered requests; every metric may carry label matchers, "
+        'e.g. rest_server_requests_total{path="/invocations"}.',
+    )
     errors: str | None = Field(None, description="Counter of requests the model failed.")
     latency: str | None = Field(None, description="Histogram of latency (its base name).")
     latency_unit: Literal["seconds", "milliseconds"] | None = None
@@ -104,6 +134,12 @@ class PrometheusOptions(BaseModel):
         lacking = [k for k in ("requests", "model_label", "version_label") if not m.get(k)]
         if lacking:
             raise ValueError(f"preset {self.preset!r} needs {', '.join(lacking)}")
+        for role in (*ROLES, "latency"):
+            if m.get(role) and not METRIC.match(m[role]):
+                raise ValueError(
+                    f"{role}: {m[role]!r} is not a metric name with optional label matchers "
+                    '(expected e.g. name or name{label="value"})'
+                )
         return self
 
     def resolved(self) -> dict[str, Any]:
@@ -121,6 +157,19 @@ class PrometheusSource(MetricSource):
     capabilities = frozenset({cap.LATENCY_HISTOGRAM, cap.KPI_FEEDBACK, cap.SHADOW_PAIRING})
     options_model = PrometheusOptions
 
+    @classmethod
+    def offered(cls, options=None) -> frozenset[str]:
+        """Only what the mapped metrics hold: no latency histogram without `latency`, no KPI
+        without the feedback counters, no pairing without `pairs`/`agree`."""
+        opts = options if isinstance(options, PrometheusOptions) else cls.parse_options(options)
+        m = opts.resolved()
+        has = {
+            cap.LATENCY_HISTOGRAM: m.get("latency"),
+            cap.KPI_FEEDBACK: m.get("feedback_count") and m.get("feedback_sum"),
+            cap.SHADOW_PAIRING: m.get("pairs") and m.get("agree"),
+        }
+        return frozenset(c for c, ok in has.items() if ok)
+
     def __init__(
         self,
         url: str,
@@ -136,6 +185,7 @@ class PrometheusSource(MetricSource):
             )
         self.url = url.rstrip("/")
         opts = options if isinstance(options, PrometheusOptions) else self.parse_options(options)
+        self.options = opts
         self.m = opts.resolved()
         self.scrape_interval = opts.scrape_interval
         self.timeout = timeout
@@ -159,10 +209,16 @@ class PrometheusSource(MetricSource):
         return cls(url, options, token=token, timeout=timeout or 15.0)
 
     # --- PromQL ---------------------------------------------------------------------------
-    def _selector(self, model: str, metric: str) -> str:
-        matchers = [f'__name__="{metric}"', f'{self.m["model_label"]}="{model}"']
-        if self.m.get("selector"):
-            matchers.append(self.m["selector"])
+    def _name(self, role: str) -> str:
+        """The metric name a role reads (`latency_bucket`: the histogram's buckets)."""
+        if role == "latency_bucket":
+            return METRIC.match(self.m["latency"]).group(1) + "_bucket"
+        return METRIC.match(self.m[role]).group(1)
+
+    def _selector(self, model: str, role: str) -> str:
+        spec = METRIC.match(self.m["latency" if role == "latency_bucket" else role])
+        matchers = [f'__name__="{self._name(role)}"', f'{self.m["model_label"]}="{model}"']
+        matchers += [x for x in (spec.group(2), self.m.get("selector")) if x]
         return "{" + ",".join(matchers) + "}"
 
     def _queries(self, model: str, since: float, until: float) -> list[tuple[str, dict]]:
@@ -174,8 +230,9 @@ class PrometheusSource(MetricSource):
         # the restart may fall between the last sample before `since` and the first after it:
         # look for drops from `LOOKBACK` before it (an earlier restart only costs a raw read)
         rng = max(1, math.ceil(until - since)) + LOOKBACK
-        fresh = f"max(timestamp({self._selector(model, self.m['requests'])}))"
-        out.append(("", {"query": fresh, "time": until}))  # how far the counts reach
+        # how far each target's counts reach (its latest scrape)
+        fresh = f"timestamp({self._selector(model, 'requests')})"
+        out.append(("", {"query": fresh, "time": until}))
         # a stage counts from its first scrape taken more than one interval after `since`: the
         # last one before it still holds requests of the previous route (a skewed split, a
         # false SRM), and the one right after it may too when the exporter lags; a series with
@@ -184,24 +241,20 @@ class PrometheusSource(MetricSource):
         w_from = since + self.scrape_interval
         w_to = min(since + FIRST_SCRAPE_WINDOW * self.scrape_interval, until)
         window_ms = max(1, int((w_to - w_from) * 1000))
-        for metric in self._metrics():
-            sel = self._selector(model, metric)
+        for role in self._roles():
+            sel = self._selector(model, role)
             last = f"last_over_time({sel}[{LOOKBACK}s])"  # a failed scrape leaves no gap
-            out.append((metric, {"query": last, "time": until}))
-            out.append((metric, {"query": f"{sel}[{window_ms}ms]", "time": max(w_to, w_from)}))
-            out.append((metric, {"query": last, "time": since}))
-            out.append((metric, {"query": f"resets({sel}[{rng}s])", "time": until}))
+            out.append((role, {"query": last, "time": until}))
+            out.append((role, {"query": f"{sel}[{window_ms}ms]", "time": max(w_to, w_from)}))
+            out.append((role, {"query": last, "time": since}))
+            out.append((role, {"query": f"resets({sel}[{rng}s])", "time": until}))
         return out
 
-    def _metrics(self) -> list[str]:
-        names = [
-            self.m.get(k)
-            for k in ("requests", "errors", "feedback_count", "feedback_sum", "feedback_sum_sq")
-        ]
-        names += [self.m.get("pairs"), self.m.get("agree")]
-        if self.m.get("latency"):
-            names.append(self.m["latency"] + "_bucket")
-        return [n for n in names if n]
+    def _roles(self) -> list[str]:
+        """The metrics mapped, by role (two roles may read one metric with other matchers:
+        MLServer's errors are its requests with a 5xx status)."""
+        roles = [r for r in ROLES if self.m.get(r)]
+        return [*roles, "latency_bucket"] if self.m.get("latency") else roles
 
     def _check(self, body: Any, query: str) -> list[dict]:
         if not isinstance(body, dict) or body.get("status") != "success":
@@ -220,9 +273,9 @@ class PrometheusSource(MetricSource):
                 f"Prometheus {self.url} answered {r.status_code}: {r.text[:300]}"
             ) from None
 
-    def _raw_samples(self, model: str, metric: str, since: float, until: float) -> list[dict]:
+    def _raw_samples(self, model: str, role: str, since: float, until: float) -> list[dict]:
         rng = max(1, math.ceil(until - since)) + LOOKBACK  # and the sample before `since`
-        sel = self._selector(model, metric)
+        sel = self._selector(model, role)
         return self._query_sync({"query": f"{sel}[{rng}s]", "time": until})
 
     # --- snapshot -------------------------------------------------------------------------
@@ -250,9 +303,9 @@ class PrometheusSource(MetricSource):
         except httpx.HTTPError as e:
             raise BackendUnreachable(f"Prometheus {self.url}: {type(e).__name__}: {e}") from None
         answers = []
-        for (metric, params), r in zip(queries, resps, strict=True):
+        for (role, params), r in zip(queries, resps, strict=True):
             try:
-                answers.append((metric, self._check(r.json(), params["query"])))
+                answers.append((role, self._check(r.json(), params["query"])))
             except ValueError:
                 raise TrafficError(
                     f"Prometheus {self.url} answered {r.status_code}: {r.text[:300]}"
@@ -265,10 +318,14 @@ class PrometheusSource(MetricSource):
     def _assemble(self, model, since, until, end, answers, raw_samples) -> dict[str, Any]:
         """Counter differences per series from the answers of `_queries`."""
         fresh, answers = answers[0][1], answers[1:]
-        as_of = float(fresh[0]["value"][1]) if fresh else None
-        increases: dict[tuple, float] = {}
+        requests_name = self._name("requests")
+        ends = {_key(s["metric"], requests_name): float(s["value"][1]) for s in fresh}
+        as_of = max(ends.values(), default=None)
+        starts: dict[tuple, float | None] = {}  # requests series -> time its count starts
+        increases: dict[tuple[str, tuple], float] = {}  # (role, series) -> increase
         for k in range(0, len(answers), PER_METRIC):
-            metric = answers[k][0]
+            role = answers[k][0]
+            metric = self._name(role)
             at_end, after_start, at_since, resets = (answers[k + j][1] for j in range(PER_METRIC))
             # functions of a range (last_over_time, resets) drop the metric's name
             existed = {_key(s["metric"], metric) for s in at_since}
@@ -289,52 +346,63 @@ class PrometheusSource(MetricSource):
                 elif key not in existed:  # began after that scrape: all of it is the stage's
                     start = None
                 else:  # no scrape far enough into the stage yet
-                    increases[key] = 0.0
+                    increases[role, key] = 0.0
                     continue
+                if role == "requests":
+                    starts[key] = start
                 if key in restarted:
-                    raw = raw if raw is not None else raw_samples(model, metric, since, end)
-                    increases[key] = _increase_with_resets(raw, key, start)
+                    raw = raw if raw is not None else raw_samples(model, role, since, end)
+                    increases[role, key] = _increase_with_resets(raw, key, start)
                 elif start is None:
-                    increases[key] = float(s["value"][1])
+                    increases[role, key] = float(s["value"][1])
                 else:
-                    increases[key] = max(float(s["value"][1]) - first[key][1], 0.0)
-        return {**self._snapshot(model, since, until, increases), "as_of": as_of}
+                    increases[role, key] = max(float(s["value"][1]) - first[key][1], 0.0)
+        spans = {k: (starts[k], ends.get(k)) for k in starts}
+        return {**self._snapshot(model, since, until, increases, spans), "as_of": as_of}
 
-    def _snapshot(self, model, since, until, inc: dict[tuple, float]) -> dict[str, Any]:
+    def _snapshot(self, model, since, until, inc, spans=None) -> dict[str, Any]:
+        """The snapshot from per-series increases ((role, series) -> increase).
+
+        :param spans: requests series -> (time its count starts (None: from zero), time of
+            its latest scrape), to put every target's counts on one time span.
+        """
         m = self.m
         arms: dict[tuple[str, str], dict[str, Any]] = defaultdict(
             lambda: {"requests": 0.0, "errors": 0.0, "buckets": defaultdict(float), "fb": [0.0] * 3}
         )
         pairs: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
-        fb_index = {
-            m.get("feedback_count"): 0,
-            m.get("feedback_sum"): 1,
-            m.get("feedback_sum_sq"): 2,
-        }
-        for key, value in inc.items():
+        fb_index = {"feedback_count": 0, "feedback_sum": 1, "feedback_sum_sq": 2}
+        for (role, key), value in inc.items():
             labels = dict(key)
-            name = labels.get("__name__")
-            if name in (m.get("pairs"), m.get("agree")):
+            if role in ("pairs", "agree"):
                 p = pairs[labels.get("shadow", ""), labels.get("primary", "")]
-                p[0 if name == m.get("pairs") else 1] += value
+                p[0 if role == "pairs" else 1] += value
                 continue
             version = labels.get(m["version_label"], "")
             arm = labels.get(m["arm_label"], "primary") if m.get("arm_label") else "primary"
             a = arms[version, arm]
-            if name == m.get("requests"):
-                a["requests"] += value
-            elif name == m.get("errors"):
-                a["errors"] += value
-            elif name in fb_index and name:
-                a["fb"][fb_index[name]] += value
-            elif m.get("latency") and name == m["latency"] + "_bucket":
+            if role in ("requests", "errors"):
+                a[role] += value
+            elif role in fb_index:
+                a["fb"][fb_index[role]] += value
+            elif role == "latency_bucket":
                 a["buckets"][_le(labels.get("le"), m.get("latency_unit"))] += value
+        for group, factor in self._alignment(spans or {}).items():
+            a = arms[group]
+            a["requests"] *= factor
+            a["errors"] *= factor
+            a["fb"] = [x * factor for x in a["fb"]]
+            for b in a["buckets"]:
+                a["buckets"][b] *= factor
         return {
             "schema": SNAPSHOT_SCHEMA,
             "model": model,
             "since": float(since),
             "until": None if until is None else float(until),
             "source": repr(self),
+            # no arm label: a version's series mix live and mirrored requests, which the
+            # route tells apart (a version without live weight only sees mirrored copies)
+            **({} if m.get("arm_label") else {"arms_by_route": True}),
             "arms": [_arm(v, arm, a) for (v, arm), a in sorted(arms.items())],
             "pairs": [
                 {"shadow_version": s, "primary_version": p, "pairs": n, "agree": agree}
@@ -342,6 +410,44 @@ class PrometheusSource(MetricSource):
                 if n > 0
             ],
         }
+
+    def _alignment(self, spans: dict[tuple, tuple[float | None, float | None]]) -> dict:
+        """(version, arm) -> the factor that puts its counts on the span all targets share.
+
+        Why: versions served by different targets (one server per version, replicas) are
+        scraped at different moments, so their counts cover spans up to one scrape interval
+        longer or shorter at each end; at 1000 req/s over 10 min that skews a 25% split by a
+        point or two, which the sample-ratio check rightly calls a mismatch. Each arm's counts
+        are scaled to the shortest span among the live targets (never up: no evidence is
+        invented); the rates the judge compares are unchanged. A target whose latest scrape
+        is more than 3 intervals old is stale (retired) and left alone.
+        """
+        m = self.m
+        group_span: dict[tuple[str, str], list[float | None]] = {}
+        known = [t for t, _ in spans.values() if t is not None]
+        for key, (start, end) in spans.items():
+            if end is None:
+                continue
+            labels = dict(key)
+            arm = labels.get(m["arm_label"], "primary") if m.get("arm_label") else "primary"
+            g = group_span.setdefault((labels.get(m["version_label"], ""), arm), [None, None])
+            begin = start if start is not None else (max(known) if known else None)
+            if begin is not None:
+                g[0] = begin if g[0] is None else min(g[0], begin)
+            g[1] = end if g[1] is None else max(g[1], end)
+        freshest = max((e for _, e in group_span.values() if e is not None), default=None)
+        live = {
+            g: e - b
+            for g, (b, e) in group_span.items()
+            if b is not None
+            and e is not None
+            and e - b > 0
+            and e >= freshest - 3 * self.scrape_interval
+        }
+        if len(live) < 2:
+            return {}
+        common = min(live.values())
+        return {g: common / span for g, span in live.items() if span > common}
 
 
 def _key(metric: Mapping[str, str], name: str | None = None) -> tuple:

@@ -55,6 +55,19 @@ def connection_url(conn_id: str) -> tuple[str, str]:
     return _url_of(conn), conn.password or ""
 
 
+def connection_settings(conn_id: str) -> dict[str, Any]:
+    """An Airflow connection's extra fields plus `url` and `password` ({} when undefined)."""
+    conn = _connection(conn_id)
+    if conn is None:
+        return {}
+    out = dict(conn.extra_dejson or {})
+    if conn.host or out.get("url"):
+        out["url"] = _url_of(conn)
+    if conn.password:
+        out["password"] = conn.password
+    return out
+
+
 @dataclass(frozen=True)
 class GatewayEndpoint:
     """Where the gateway is and how to authenticate to its admin API."""

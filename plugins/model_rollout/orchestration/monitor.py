@@ -53,7 +53,7 @@ def stage_monitor(
 def with_weights(snapshot: dict[str, Any], weights: dict[str, Any] | None) -> dict[str, Any]:
     """A finished stage's snapshot carries today's route; judge it with the stage's own weights."""
     if weights:
-        return {**snapshot, "weights": dict(weights)}
+        return arms_by_route({**snapshot, "weights": dict(weights)})
     return snapshot
 
 
@@ -61,8 +61,22 @@ def fill_weights(snapshot: dict[str, Any], weights: dict[str, Any] | None) -> di
     """A source that knows no route (Prometheus) gives no weights: judge the stage with the
     weights its traffic task applied."""
     if weights and not snapshot.get("weights"):
-        return {**snapshot, "weights": dict(weights)}
+        return arms_by_route({**snapshot, "weights": dict(weights)})
     return snapshot
+
+
+def arms_by_route(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A source that cannot tell mirrored from live requests (`arms_by_route`: MLServer counts
+    whatever reaches it) has them told apart by the stage's route: a version with no live
+    weight only received mirrored copies, so its requests are the shadow arm."""
+    if not snapshot.get("arms_by_route") or not snapshot.get("weights"):
+        return snapshot
+    live = {str(v) for v, w in snapshot["weights"].items() if float(w) > 0}
+    arms = [
+        a if a["version"] in live or a["arm"] != "primary" else {**a, "arm": "shadow"}
+        for a in snapshot.get("arms", [])
+    ]
+    return {**snapshot, "arms": arms, "arms_by_route": False}
 
 
 def earlier_snapshots(metrics, model: str, windows: list[dict]) -> list[dict[str, Any]]:

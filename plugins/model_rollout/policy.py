@@ -185,11 +185,17 @@ class Serving(_Strict):
     router: str = Field("gateway", description="Traffic router (weights, mirror, staging).")
     deployer: str = Field("gateway", description="Deploys and retires versions.")
     metrics: str = Field("gateway", description="Metric source the judge reads.")
-    conn_id: str = Field(
-        "model_gateway_default", min_length=1, description="Connection of router and deployer."
+    conn_id: str | None = Field(
+        None,
+        min_length=1,
+        description="Connection of router and deployer (default: their own, e.g. "
+        "model_gateway_default, model_serving_default).",
     )
     metrics_conn_id: str | None = Field(
-        None, min_length=1, description="Connection of the metric source (default: conn_id)."
+        None,
+        min_length=1,
+        description="Connection of the metric source (default: conn_id when the source is the "
+        "router's implementation, else its own, e.g. prometheus_default).",
     )
     router_options: dict[str, Any] = Field(
         default_factory=dict, description="Settings of the router (docs/backends.md)."
@@ -227,8 +233,8 @@ class Serving(_Strict):
         return self
 
     @property
-    def metrics_connection(self) -> str:
-        return self.metrics_conn_id or self.conn_id
+    def metrics_connection(self) -> str | None:
+        return self.metrics_conn_id or (self.conn_id if self.metrics == self.router else None)
 
 
 class Policy(_Strict):

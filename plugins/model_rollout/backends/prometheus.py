@@ -321,6 +321,8 @@ class PrometheusSource(MetricSource):
         requests_name = self._name("requests")
         ends = {_key(s["metric"], requests_name): float(s["value"][1]) for s in fresh}
         as_of = max(ends.values(), default=None)
+        if self._a_target_not_scraped_yet(answers[:PER_METRIC], ends, as_of):
+            return {**self._snapshot(model, since, until, {}), "as_of": as_of}
         starts: dict[tuple, float | None] = {}  # requests series -> time its count starts
         increases: dict[tuple[str, tuple], float] = {}  # (role, series) -> increase
         for k in range(0, len(answers), PER_METRIC):
@@ -359,6 +361,20 @@ class PrometheusSource(MetricSource):
                     increases[role, key] = max(float(s["value"][1]) - first[key][1], 0.0)
         spans = {k: (starts[k], ends.get(k)) for k in starts}
         return {**self._snapshot(model, since, until, increases, spans), "as_of": as_of}
+
+    def _a_target_not_scraped_yet(self, requests_answers, ends, as_of) -> bool:
+        """Whether a version still serving (scraped within 3 intervals) had requests before
+        the stage and has no scrape in it yet. Versions on separate targets are scraped at
+        their own moments: counting one from its first scrape while another has none would
+        show the stage's first seconds as all one version's (a false sample-ratio mismatch),
+        so nothing counts until every serving version has been scraped in the stage."""
+        if as_of is None:
+            return False
+        name = self._name("requests")
+        at_since, after_start = requests_answers[2][1], requests_answers[1][1]
+        scraped = {_key(s["metric"], name) for s in after_start if s["values"]}
+        fresh = {k for k, t in ends.items() if t >= as_of - 3 * self.scrape_interval}
+        return any((k := _key(s["metric"], name)) in fresh and k not in scraped for s in at_since)
 
     def _snapshot(self, model, since, until, inc, spans=None) -> dict[str, Any]:
         """The snapshot from per-series increases ((role, series) -> increase).

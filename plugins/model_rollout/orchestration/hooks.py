@@ -165,7 +165,7 @@ class ServingHook(BaseHook):
         )
         self._open: dict[tuple[type, str, str], Any] = {}
 
-    def _backend(self, role: str, conn_id: str) -> Any:
+    def _backend(self, role: str, conn_id: str | None) -> Any:
         from model_rollout.backends.catalog import implementation
 
         cls = implementation(role, getattr(self.serving, role))

@@ -123,7 +123,50 @@ def test_policy_is_frozen():
 def test_serving_defaults_to_the_embedded_gateway(tmp_path):
     s = load_policy(write(tmp_path, "svc", "{}")).serving
     assert (s.router, s.deployer, s.metrics) == ("gateway", "gateway", "gateway")
-    assert s.metrics_connection == s.conn_id == "model_gateway_default"
+    # each backend then opens its own default connection (model_gateway_default)
+    assert s.conn_id is None and s.metrics_connection is None
+
+
+def test_the_metric_source_shares_the_routers_connection_only_when_it_is_the_same_system(
+    tmp_path,
+):
+    same = load_policy(write(tmp_path, "svc", "serving: {conn_id: gw_eu}")).serving
+    assert same.metrics_connection == "gw_eu"
+    nginx = (
+        "serving: {router: nginx, deployer: mlserver, metrics: prometheus, conn_id: edge, "
+        "metrics_options: {preset: mlserver}}\n"
+        "judge: {shadow: {enabled: false}, output_drift: {enabled: false}, "
+        "kpi: {enabled: false}}"
+    )
+    other = load_policy(write(tmp_path, "svc", nginx)).serving
+    assert other.conn_id == "edge" and other.metrics_connection is None  # prometheus_default
+
+
+def test_what_a_prometheus_source_offers_follows_its_metric_mapping(tmp_path):
+    # MLServer's metrics hold no prediction pairs: a judged shadow cannot run on them
+    text = (
+        "serving: {router: nginx, deployer: mlserver, metrics: prometheus, "
+        "metrics_options: {preset: mlserver}}\n"
+    )
+    with pytest.raises(PolicyError) as err:
+        load_policy(write(tmp_path, "svc", text + "judge: {kpi: {enabled: false}}"))
+    msg = str(err.value)
+    assert "field 'judge.shadow.enabled' needs a metric source that pairs" in msg
+    assert "serving.metrics 'prometheus' cannot" in msg
+    ok = "judge: {shadow: {enabled: false}, output_drift: {enabled: false}, kpi: {enabled: false}}"
+    assert load_policy(write(tmp_path, "svc", text + ok)).unsupported() == []
+    # the gateway's own metrics through Prometheus still pair
+    gw = "serving: {metrics: prometheus}\njudge: {output_drift: {enabled: false}}"
+    assert load_policy(write(tmp_path, "svc", gw)).unsupported() == []
+
+
+def test_a_metric_that_is_not_a_name_with_matchers_names_the_field(tmp_path):
+    text = (
+        "serving: {metrics: prometheus, metrics_options: {preset: custom, "
+        "requests: 'sum(rate(x[5m]))', model_label: m, version_label: v}}"
+    )
+    with pytest.raises(PolicyError, match="requests: 'sum"):
+        load_policy(write(tmp_path, "svc", text))
 
 
 def test_an_unknown_router_names_the_field_and_the_installed_ones(tmp_path):

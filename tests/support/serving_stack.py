@@ -30,8 +30,10 @@ MLSERVER = ROOT / ".venv-mlserver" / "bin" / "mlserver"
 class ServingStack:
     """nginx + Prometheus started here; MLServers started by the deployer, stopped here."""
 
-    def __init__(self, root: Path, scrape_interval: str = "1s"):
+    def __init__(self, root: Path, scrape_interval: str = "1s", targets: list[str] = ()):
+        """:param targets: further static scrape targets (e.g. a gateway, to compare)."""
         self.root = Path(root)
+        self.targets = list(targets)
         self.state = self.root / "state"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -73,7 +75,10 @@ class ServingStack:
         if not targets.exists():
             targets.write_text("[]")
         self.prometheus = PrometheusProcess(
-            self.root / "prometheus", [], scrape_interval=self.scrape_interval, file_sd=targets
+            self.root / "prometheus",
+            self.targets,
+            scrape_interval=self.scrape_interval,
+            file_sd=targets,
         ).start()
         return self
 

@@ -34,7 +34,12 @@ LABELS = {
 
 
 def run(runs: int, out: Path) -> None:
-    env = {**os.environ, "ROLLBACK_RUNS": str(runs), "ROLLBACK_TIMES_OUT": str(out)}
+    env = {
+        **os.environ,
+        "ROLLBACK_RUNS": str(runs),
+        "ROLLBACK_TIMES_OUT": str(out),
+        "PYTHONUNBUFFERED": "1",  # progress as it happens
+    }
     cmd = [
         sys.executable,
         "-m",

@@ -171,6 +171,40 @@ class ExpectedTraffic(_Strict):
     )
 
 
+NOTIFY_EVENTS = ("rolled_back", "blocked", "promoted", "paused", "needs_approval")
+
+
+class Notification(_Strict):
+    """Who is told what, through one of Airflow's notifiers (orchestration/notify.py)."""
+
+    on: list[Literal["rolled_back", "blocked", "promoted", "paused", "needs_approval"]] = Field(
+        ..., min_length=1, description=f"Events that send it: {', '.join(NOTIFY_EVENTS)}."
+    )
+    notifier: Literal["smtp", "slack", "apprise"] = Field(
+        ...,
+        description="smtp (Airflow's SmtpNotifier), slack (SlackWebhookNotifier) or apprise "
+        "(AppriseNotifier); slack and apprise need the `notify` extra.",
+    )
+    conn_id: str | None = Field(
+        None,
+        min_length=1,
+        description="The notifier's Airflow connection (default smtp_default, "
+        "slack_default, apprise_default).",
+    )
+    to: list[str] = Field(default_factory=list, description="E-mail recipients (smtp).")
+    from_email: str | None = Field(
+        None, description="E-mail sender (smtp; default: the connection's from_email)."
+    )
+
+    @model_validator(mode="after")
+    def _recipients(self) -> Notification:
+        if self.notifier == "smtp" and not self.to:
+            raise ValueError("notifier smtp needs 'to': a list of e-mail addresses")
+        if self.notifier != "smtp" and (self.to or self.from_email):
+            raise ValueError(f"'to' and 'from_email' are for smtp, not {self.notifier}")
+        return self
+
+
 class Approval(_Strict):
     """Optional human approval (Airflow human-in-the-loop) before the cutover."""
 
@@ -277,6 +311,9 @@ class Policy(_Strict):
     staging: Staging = Field(default_factory=Staging)
     holdout: Holdout | None = None
     approval: Approval = Field(default_factory=Approval)
+    notify: list[Notification] = Field(
+        default_factory=list, description="Notifications on rollout events (none by default)."
+    )
     batching: Batching = Field(
         "auto",
         description="How the serving gateway answers concurrent requests to this model's "

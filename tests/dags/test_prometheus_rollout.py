@@ -16,11 +16,11 @@ from support.prometheus import PrometheusProcess
 from support.rollout_env import (
     POLICY,
     aliases,
+    canary_exposure,
     champion_serving,
     live_only_failure_seed,
     rollout_env,
     run,
-    ti_times,
     version_tags,
 )
 
@@ -86,11 +86,7 @@ def test_an_error_regression_judged_from_prometheus_rolls_back_at_the_canary(env
     assert env.route(model)["weights"] == {v1: 100}
     tags = version_tags(env, model, v2)
     assert tags["rollout.state"] == "rolled_back" and "errors" in tags["rollout.verdict"], tags
-    times = ti_times(dr)
-    exposed = (
-        times["rollback.restore_traffic"][1] - times["canary_25.set_traffic"][1]
-    ).total_seconds()
-    judged = (times["canary_25.monitor"][1] - times["canary_25.set_traffic"][1]).total_seconds()
+    judged, exposed = canary_exposure(dr)
     print(
         f"TIMING error regression (Prometheus, 1 s scrapes): degraded verdict after "
         f"{judged:.1f} s, 100% incumbent after {exposed:.1f} s"

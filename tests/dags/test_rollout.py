@@ -13,6 +13,7 @@ from support.models import register_iris_version
 from support.rollout_env import (
     POLICY,
     aliases,
+    canary_exposure,
     champion_serving,
     live_only_failure_seed,
     rollout_env,
@@ -115,11 +116,7 @@ def test_error_regression_rolls_back_at_the_canary(env):
     assert st["canary_25.degraded"] == "success", st
     assert_rolled_back(env, model, v1, v2, dr, st, "canary_25")
     assert "errors" in version_tags(env, model, v2)["rollout.verdict"]
-    times = ti_times(dr)
-    exposed = (
-        times["rollback.restore_traffic"][1] - times["canary_25.set_traffic"][1]
-    ).total_seconds()
-    judged = (times["canary_25.monitor"][1] - times["canary_25.set_traffic"][1]).total_seconds()
+    judged, exposed = canary_exposure(dr)
     print(
         f"TIMING error regression: degraded verdict after {judged:.1f} s, 100% incumbent after {exposed:.1f} s"
     )

@@ -12,7 +12,8 @@ policy's compressed windows, and shadow off so that the canary (25%) catches it.
 
 Each run appends {stack, run, judged_s, exposed_s} to the JSON-lines file named by
 ROLLBACK_TIMES_OUT: `judged_s` from the canary's traffic applied to the degraded verdict,
-`exposed_s` to 100% back on the incumbent (restore_traffic done).
+`exposed_s` to 100% back on the incumbent (the router confirmed the route live; the
+candidate's retirement after that is not counted).
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from support.models import register_iris_version, scoring_payload
 from support.rollout_env import (
     POLICY,
     ROWS,
+    canary_exposure,
     champion_serving,
     live_only_failure_seed,
     rollout_env,
     states,
-    ti_times,
 )
 from support.serving_stack import ServingStack, environment
 
@@ -111,14 +112,8 @@ def test_rollback_time(env, stack, run):
     st = states(dr)
     assert st["canary_25.degraded"] == "success", st
     assert st["rollback.restore_traffic"] == "success", st
-    times = ti_times(dr)
-    applied = times["canary_25.set_traffic"][1]
-    row = {
-        "stack": stack,
-        "run": run,
-        "judged_s": (times["canary_25.monitor"][1] - applied).total_seconds(),
-        "exposed_s": (times["rollback.restore_traffic"][1] - applied).total_seconds(),
-    }
+    judged, exposed = canary_exposure(dr)
+    row = {"stack": stack, "run": run, "judged_s": judged, "exposed_s": exposed}
     with open(OUT, "a") as f:
         f.write(json.dumps(row) + "\n")
     print("ROLLBACK", json.dumps(row))

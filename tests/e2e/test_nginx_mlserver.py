@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 from support.models import iris_rows, register_iris_version, scoring_payload
-from support.rollout_env import POLICY, live_only_failure_seed, states, ti_times
+from support.rollout_env import POLICY, canary_exposure, live_only_failure_seed, states
 from support.serving_stack import ServingStack, environment
 
 from model_rollout.backends.mlserver import MLServerDeployer
@@ -152,11 +152,7 @@ def test_an_error_regression_on_nginx_and_mlserver_rolls_back_at_the_canary(stac
     assert live_split(stack, model) == {v1: 40}
     tags = version_tags_of(stack, model, v2)
     assert tags["rollout.state"] == "rolled_back" and "errors" in tags["rollout.verdict"], tags
-    times = ti_times(dr)
-    exposed = (
-        times["rollback.restore_traffic"][1] - times["canary_25.set_traffic"][1]
-    ).total_seconds()
-    judged = (times["canary_25.monitor"][1] - times["canary_25.set_traffic"][1]).total_seconds()
+    judged, exposed = canary_exposure(dr)
     print(
         f"TIMING error regression (nginx + MLServer + Prometheus, 1 s scrapes): degraded "
         f"verdict after {judged:.1f} s, 100% incumbent after {exposed:.1f} s"

@@ -179,3 +179,15 @@ def live_only_failure_seed(p: float) -> int:
         .to_numpy()
     )
     return next(s for s in range(100_000) if all(row_unit(r, s) >= p for r in holdout))
+
+
+def canary_exposure(dr, stage: str = "canary_25") -> tuple[float, float]:
+    """(seconds from the stage's traffic applied to its degraded verdict, to the incumbent's
+    100% confirmed live by the router), from the tasks' own records."""
+
+    def xcom(task_id: str) -> dict:
+        return dr.get_task_instance(task_id).xcom_pull(task_ids=task_id) or {}
+
+    applied = float(xcom(f"{stage}.set_traffic")["applied_at"])
+    judged = dr.get_task_instance(f"{stage}.monitor").end_date.timestamp() - applied
+    return judged, float(xcom("rollback.restore_traffic")["live_at"]) - applied

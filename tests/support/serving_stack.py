@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from model_rollout.backends.endpoints import Endpoints
-from model_rollout.backends.mlserver import _stop
+from model_rollout.backends.mlserver import stop_server
 from model_rollout.backends.nginx import ROUTE_PATH, main_config
 
 from .prometheus import PrometheusProcess
@@ -110,7 +110,7 @@ class ServingStack:
         for model in eps.models():
             for entry in eps.of(model).values():
                 with contextlib.suppress(Exception):
-                    _stop(entry.get("pid"))
+                    stop_server(entry.get("pid"))
         if self.prometheus is not None:
             self.prometheus.stop()
         if self.nginx is not None:

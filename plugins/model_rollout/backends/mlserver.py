@@ -77,8 +77,8 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-def _stop(pid: int | None, grace: float = 10.0) -> None:
-    """TERM the server's process group, KILL it after `grace` seconds."""
+def stop_server(pid: int | None, grace: float = 10.0) -> None:
+    """TERM a server's process group, KILL it after `grace` seconds (a no-op when gone)."""
     if not _alive(pid):
         return
     with contextlib.suppress(ProcessLookupError):
@@ -151,7 +151,7 @@ class MLServerDeployer(Deployer):
                     self.endpoints.put(model, version, **{**entry, "status": "loaded"})
                 return
             if entry:  # a server that died (machine restart, crash): start it again
-                _stop(entry.get("pid"))
+                stop_server(entry.get("pid"))
             folder = self._dir(model, version)
             self._fetch(model, version, uri or f"models:/{model}/{version}", folder)
             self._start(model, version, folder)
@@ -244,7 +244,7 @@ class MLServerDeployer(Deployer):
         deadline = time.monotonic() + self.options.load_timeout
         while not self._ready(entry):
             if proc.poll() is not None or time.monotonic() > deadline:
-                _stop(proc.pid)
+                stop_server(proc.pid)
                 self.endpoints.put(model, version, **{**entry, "status": "failed", "url": ""})
                 why = "exited" if proc.returncode is not None else "timed out loading"
                 raise TrafficError(
@@ -271,7 +271,7 @@ class MLServerDeployer(Deployer):
         with file_lock(self.state_dir / "locks" / f"{model}.{version}.lock"):
             entry = self.endpoints.get(model, version)
             if entry:
-                _stop(entry.get("pid"))
+                stop_server(entry.get("pid"))
             self.endpoints.remove(model, version)
             shutil.rmtree(self._dir(model, version), ignore_errors=True)
 

@@ -188,7 +188,8 @@ class RunWatcher:
                 self.report.first_traffic_at = applied or ts(ti.get("end_date"))
             self.report.stage = tid.split(".")[0]
         if tid == "rollback.restore_traffic" and state == "success":
-            restored = (self.api.xcom(self.dag_id, self.run_id, tid) or {}).get("restored_at")
+            done = self.api.xcom(self.dag_id, self.run_id, tid) or {}
+            restored = done.get("live_at") or done.get("restored_at")
             self.report.restored_at = restored or ts(ti.get("end_date"))
         if tid == "cutover" and state == "success":
             self.report.stage = "cutover"

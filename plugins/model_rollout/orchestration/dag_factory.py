@@ -43,14 +43,16 @@ def _py(task_id: str, fn, policy: Policy, *, branch: bool = False, **kwargs) -> 
     return op(task_id=task_id, python_callable=functools.partial(fn, policy, **extra), **kwargs)
 
 
-def _approval(task_id: str, subject: str, body: str, timeout: float):
-    """Airflow's human-in-the-loop approval; a rejection fails the task (and rolls back)."""
+def _approval(task_id: str, subject: str, body: str, timeout: float, on_ask=None):
+    """Airflow's human-in-the-loop approval; a rejection fails the task (and rolls back).
+    `on_ask` runs when it starts waiting (the policy's notifications)."""
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
     return ApprovalOperator(
         task_id=task_id,
         subject=subject,
         body=body,
+        on_execute_callback=on_ask,
         fail_on_reject=True,
         response_timeout=timedelta(seconds=timeout),
         execution_timeout=None,
@@ -182,6 +184,12 @@ def build_rollout_dag(policy: Policy) -> DAG:
                         "stage's gate decision says how much more traffic it would take. "
                         "Approve to go on; reject to roll back.",
                         policy.approval.timeout,
+                        tasks.notify_callback(
+                            policy,
+                            "paused",
+                            stage.name,
+                            f"{stage.name} undecided at its end: a human decides",
+                        ),
                     )
                 gate = _py(
                     "gate",
@@ -207,6 +215,9 @@ def build_rollout_dag(policy: Policy) -> DAG:
                 f"Promote {policy.model} to 100%?",
                 "Every stage was judged healthy. Approve to cut over; reject to roll back.",
                 policy.approval.timeout,
+                tasks.notify_callback(
+                    policy, "needs_approval", "approval", "every stage passed: approve the cutover"
+                ),
             )
             approval.trigger_rule = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
             exits >> approval

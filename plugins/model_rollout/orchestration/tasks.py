@@ -66,6 +66,28 @@ def _now() -> float:
     return time.time()
 
 
+def _notify(policy: Policy, event: str, version: str, stage: str, reason: str, context) -> None:
+    """Tell whoever the policy's `notify` names (never raises: see orchestration/notify.py)."""
+    if not any(event in n.on for n in policy.notify):
+        return
+    from model_rollout.orchestration import notify
+
+    tracking = MlflowRegistryHook().tracking_uri()
+    notify.send(
+        policy, notify.event_for(event, policy.model, version, stage, reason, tracking), context
+    )
+
+
+def notify_callback(policy: Policy, event: str, stage: str, reason: str):
+    """An `on_execute_callback` sending `event` when a human is asked to decide."""
+
+    def callback(context) -> None:
+        cand = (_resolved(context) or {}).get("candidate") or "?"
+        _notify(policy, event, cand, stage, reason, context)
+
+    return callback
+
+
 # --- resolve -----------------------------------------------------------------------------
 @records_failure
 def resolve(policy: Policy, **context) -> dict[str, Any]:
@@ -256,6 +278,7 @@ def block_promotion(policy: Policy, **context) -> None:
                 policy.model, cand, {"state": "blocked", "stage": "staging", "reason": reason}
             )
             reg.clear_alias(policy.model, CHALLENGER, only_if_version=cand)
+    _notify(policy, "blocked", cand or "?", "staging", reason, context)
     _fail(f"promotion of {policy.model} v{cand or '?'} blocked: {reason}")
 
 
@@ -428,6 +451,7 @@ def cutover(policy: Policy, **context) -> dict[str, Any]:
             },
         )
     reg.clear_alias(policy.model, CHALLENGER, only_if_version=cand)
+    summary = "; ".join(f"{d['stage']}: {d.get('outcome')}" for d in decisions)
     reg.set_tags(
         policy.model,
         cand,
@@ -436,9 +460,10 @@ def cutover(policy: Policy, **context) -> dict[str, Any]:
             "stage": "champion",
             "promoted_at": str(now),
             "evidence_run_id": run_id,
-            "summary": "; ".join(f"{d['stage']}: {d.get('outcome')}" for d in decisions),
+            "summary": summary,
         },
     )
+    _notify(policy, "promoted", cand, "cutover", summary or "every stage passed", context)
     return {
         "generation": route.generation,
         "champion": cand,
@@ -473,7 +498,8 @@ def rollback_reason(policy: Policy, **context) -> dict[str, Any]:
 
 
 def restore_traffic(policy: Policy, **context) -> dict[str, Any]:
-    """100% back to the incumbent, candidate out of weights, shadows and staging."""
+    """100% back to the incumbent, candidate out of weights, shadows and staging; `live_at` is
+    when the router confirmed it (before the candidate is retired, which may take a while)."""
     r = _resolved(context)
     cand, inc = r.get("candidate"), r.get("incumbent")
     serving = _serving(policy)
@@ -486,9 +512,12 @@ def restore_traffic(policy: Policy, **context) -> dict[str, Any]:
             route = router.set_traffic(
                 policy.model, route.weights, [s for s in route.shadows if s != cand], staging=None
             )
+    if route.weights:
+        router.wait_ready(policy.model, timeout=policy.task_timeout)
+    live_at = _now()
     if cand and cand not in route.weights:
         serving.deployer().retire(policy.model, cand)
-    return {"restored_at": _now(), "route": route.to_json()}
+    return {"restored_at": _now(), "live_at": live_at, "route": route.to_json()}
 
 
 @records_failure
@@ -524,6 +553,8 @@ def record_rollback(policy: Policy, **context) -> dict[str, Any]:
         },
     )
     reg.clear_alias(policy.model, CHALLENGER, only_if_version=cand)
+    stage = (why.get("decision") or {}).get("stage") or reason.split(":", 1)[0]
+    _notify(policy, "rolled_back", cand, stage, reason, context)
     return {"reason": reason, "evidence_run_id": run_id}
 
 

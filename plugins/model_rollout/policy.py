@@ -455,7 +455,9 @@ def include_dir() -> Path:
 
 class _Loader(yaml.SafeLoader):
     """yaml.safe_load's loader, but a scalar YAML resolves and Python cannot build (a date
-    2024-13-45, an integer of 5000 digits) is a YAML error with its line, not a ValueError."""
+    2024-13-45, an integer of 5000 digits) is a YAML error with its line, not a ValueError;
+    and only true/false are booleans (YAML 1.2), so `on:` (a notification's events) stays a
+    key instead of becoming True as YAML 1.1 would have it."""
 
     def construct_object(self, node, deep=False):
         try:
@@ -464,6 +466,15 @@ class _Loader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read {_short_repr(node.value)}: {e}", node.start_mark
             ) from None
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _describe(err: ValidationError, path: Path) -> str:

@@ -23,7 +23,8 @@ SINCE, UNTIL = 1000.0, 1060.0
 
 
 def labels(version: str, name: bool = True) -> dict:
-    out = {"model": "m", "version": version}
+    # one server per version: Prometheus labels its series with the target's job and instance
+    out = {"model": "m", "version": version, "job": "servers", "instance": f"10.0.0.{version}:8082"}
     return {"__name__": "req_total", **out} if name else out
 
 

@@ -80,9 +80,7 @@ def channels():
         "AIRFLOW_CONN_APPRISE_TEST": json.dumps(
             {
                 "conn_type": "apprise",
-                "extra": {
-                    "config": {"path": f"json://127.0.0.1:{receiver.server_port}/notify"}
-                },
+                "extra": {"config": {"path": f"json://127.0.0.1:{receiver.server_port}/notify"}},
             }
         ),
     }
@@ -141,7 +139,7 @@ def test_a_promotion_sends_one_mail_and_one_post(env, channels):
     assert st["cutover"] == "success", st
     mails, posts = delivered(channels, model)
     assert "promoted" in str(mails[0]["Subject"]) if mails else False, mails
-    assert_fields(mails, posts, model, v2, "cutover", "canary_25: healthy", env.tracking_uri)
+    assert_fields(mails, posts, model, v2, "cutover", "step_50: healthy", env.tracking_uri)
 
 
 def test_a_rollback_sends_one_mail_and_one_post(env, channels):

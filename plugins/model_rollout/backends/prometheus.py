@@ -316,42 +316,54 @@ class PrometheusSource(MetricSource):
         )
 
     def _assemble(self, model, since, until, end, answers, raw_samples) -> dict[str, Any]:
-        """Counter differences per series from the answers of `_queries`."""
+        """Counter differences per series from the answers of `_queries`.
+
+        Per scrape target (`job`, `instance`: one server, whose series are scraped together)
+        a stage counts from the target's first scrape in it to its latest scrape; targets are
+        scraped at their own moments, so each target's counts are then scaled to the span
+        all live targets share (`_alignment`).
+        """
         fresh, answers = answers[0][1], answers[1:]
-        requests_name = self._name("requests")
-        ends = {_key(s["metric"], requests_name): float(s["value"][1]) for s in fresh}
+        ends: dict[tuple, float] = {}  # target -> time of its latest scrape
+        for s in fresh:
+            t = _target(s["metric"])
+            ends[t] = max(ends.get(t, 0.0), float(s["value"][1]))
         as_of = max(ends.values(), default=None)
-        if self._a_target_not_scraped_yet(answers[:PER_METRIC], ends, as_of):
-            return {**self._snapshot(model, since, until, {}), "as_of": as_of}
-        starts: dict[tuple, float | None] = {}  # requests series -> time its count starts
-        increases: dict[tuple[str, tuple], float] = {}  # (role, series) -> increase
+        parsed = []
+        starts: dict[tuple, float] = {}  # target -> its first scrape in the stage
         for k in range(0, len(answers), PER_METRIC):
             role = answers[k][0]
             metric = self._name(role)
             at_end, after_start, at_since, resets = (answers[k + j][1] for j in range(PER_METRIC))
             # functions of a range (last_over_time, resets) drop the metric's name
-            existed = {_key(s["metric"], metric) for s in at_since}
-            first = {  # the stage's first scrape of each series: (time, value)
+            first = {  # each series' first sample in the stage: (time, value)
                 _key(s["metric"], metric): (float(s["values"][0][0]), float(s["values"][0][1]))
                 for s in after_start
                 if s["values"]
             }
+            for key, (t, _) in first.items():
+                g = _target(dict(key))
+                starts[g] = min(starts.get(g, t), t)
+            parsed.append((role, metric, at_end, first, at_since, resets))
+        if self._a_target_not_scraped_yet(parsed[0], starts, ends, as_of):
+            return {**self._snapshot(model, since, until, {}), "as_of": as_of}
+        increases: dict[tuple[str, tuple], float] = {}  # (role, series) -> increase
+        for role, metric, at_end, first, at_since, resets in parsed:
+            existed = {_key(s["metric"], metric) for s in at_since}
             restarted = {_key(s["metric"], metric) for s in resets if float(s["value"][1]) > 0}
             raw = None
             for s in at_end:
                 key = _key(s["metric"], metric)
-                # every series counts from the same scrape (one target's series are scraped
-                # together): a new one too, or a candidate that only began to serve would get
-                # its first seconds counted and the incumbent not (a 25% canary read as 46%)
-                if key in first:
-                    start = first[key][0]
-                elif key not in existed:  # began after that scrape: all of it is the stage's
+                g = _target(s["metric"])
+                if key in first and abs(first[key][0] - starts.get(g, -1.0)) < 1e-3:
+                    start = first[key][0]  # in the target's first scrape: count from there
+                elif key in first or key not in existed:
+                    # born after the target's first scrape in the stage (an error status seen
+                    # for the first time): it was zero there, all of it is the stage's
                     start = None
-                else:  # no scrape far enough into the stage yet
+                else:  # the target was not scraped in the stage yet
                     increases[role, key] = 0.0
                     continue
-                if role == "requests":
-                    starts[key] = start
                 if key in restarted:
                     raw = raw if raw is not None else raw_samples(model, role, since, end)
                     increases[role, key] = _increase_with_resets(raw, key, start)
@@ -359,29 +371,30 @@ class PrometheusSource(MetricSource):
                     increases[role, key] = float(s["value"][1])
                 else:
                     increases[role, key] = max(float(s["value"][1]) - first[key][1], 0.0)
-        spans = {k: (starts[k], ends.get(k)) for k in starts}
-        return {**self._snapshot(model, since, until, increases, spans), "as_of": as_of}
+        factors = self._alignment(starts, ends, as_of)
+        for (role, key), value in increases.items():
+            increases[role, key] = value * factors.get(_target(dict(key)), 1.0)
+        return {**self._snapshot(model, since, until, increases), "as_of": as_of}
 
-    def _a_target_not_scraped_yet(self, requests_answers, ends, as_of) -> bool:
-        """Whether a version still serving (scraped within 3 intervals) had requests before
-        the stage and has no scrape in it yet. Versions on separate targets are scraped at
-        their own moments: counting one from its first scrape while another has none would
-        show the stage's first seconds as all one version's (a false sample-ratio mismatch),
-        so nothing counts until every serving version has been scraped in the stage."""
+    def _a_target_not_scraped_yet(self, requests_parsed, starts, ends, as_of) -> bool:
+        """Whether a target still serving (scraped within 3 intervals) that had requests
+        before the stage has fewer than two scrapes in it. Targets are scraped at their own
+        moments: counting one while another has nothing yet would show the stage's first
+        seconds as all one version's (a false sample-ratio mismatch: nginx's first canary
+        look read 100% candidate), so nothing counts until every serving target has a span."""
         if as_of is None:
             return False
-        name = self._name("requests")
-        at_since, after_start = requests_answers[2][1], requests_answers[1][1]
-        scraped = {_key(s["metric"], name) for s in after_start if s["values"]}
-        fresh = {k for k, t in ends.items() if t >= as_of - 3 * self.scrape_interval}
-        return any((k := _key(s["metric"], name)) in fresh and k not in scraped for s in at_since)
+        _, metric, _, _, at_since, _ = requests_parsed
+        for s in at_since:
+            g = _target(s["metric"])
+            if ends.get(g, 0.0) < as_of - 3 * self.scrape_interval:
+                continue  # retired or gone: it holds nothing back
+            if g not in starts or ends[g] <= starts[g]:
+                return True
+        return False
 
-    def _snapshot(self, model, since, until, inc, spans=None) -> dict[str, Any]:
-        """The snapshot from per-series increases ((role, series) -> increase).
-
-        :param spans: requests series -> (time its count starts (None: from zero), time of
-            its latest scrape), to put every target's counts on one time span.
-        """
+    def _snapshot(self, model, since, until, inc) -> dict[str, Any]:
+        """The snapshot from per-series increases ((role, series) -> increase)."""
         m = self.m
         arms: dict[tuple[str, str], dict[str, Any]] = defaultdict(
             lambda: {"requests": 0.0, "errors": 0.0, "buckets": defaultdict(float), "fb": [0.0] * 3}
@@ -403,13 +416,6 @@ class PrometheusSource(MetricSource):
                 a["fb"][fb_index[role]] += value
             elif role == "latency_bucket":
                 a["buckets"][_le(labels.get("le"), m.get("latency_unit"))] += value
-        for group, factor in self._alignment(spans or {}).items():
-            a = arms[group]
-            a["requests"] *= factor
-            a["errors"] *= factor
-            a["fb"] = [x * factor for x in a["fb"]]
-            for b in a["buckets"]:
-                a["buckets"][b] *= factor
         return {
             "schema": SNAPSHOT_SCHEMA,
             "model": model,
@@ -427,43 +433,33 @@ class PrometheusSource(MetricSource):
             ],
         }
 
-    def _alignment(self, spans: dict[tuple, tuple[float | None, float | None]]) -> dict:
-        """(version, arm) -> the factor that puts its counts on the span all targets share.
+    def _alignment(self, starts: dict, ends: dict, as_of: float | None) -> dict:
+        """Target -> the factor that puts its counts on the span all live targets share.
 
         Why: versions served by different targets (one server per version, replicas) are
         scraped at different moments, so their counts cover spans up to one scrape interval
         longer or shorter at each end; at 1000 req/s over 10 min that skews a 25% split by a
-        point or two, which the sample-ratio check rightly calls a mismatch. Each arm's counts
-        are scaled to the shortest span among the live targets (never up: no evidence is
-        invented); the rates the judge compares are unchanged. A target whose latest scrape
-        is more than 3 intervals old is stale (retired) and left alone.
+        point or two, which the sample-ratio check rightly calls a mismatch. Each target's
+        counts are scaled to the shortest span among the live targets (never up: no evidence
+        is invented); a target's rates, the judge's comparisons, are unchanged. A target
+        whose latest scrape is more than 3 intervals old is stale (retired) and left alone.
         """
-        m = self.m
-        group_span: dict[tuple[str, str], list[float | None]] = {}
-        known = [t for t, _ in spans.values() if t is not None]
-        for key, (start, end) in spans.items():
-            if end is None:
-                continue
-            labels = dict(key)
-            arm = labels.get(m["arm_label"], "primary") if m.get("arm_label") else "primary"
-            g = group_span.setdefault((labels.get(m["version_label"], ""), arm), [None, None])
-            begin = start if start is not None else (max(known) if known else None)
-            if begin is not None:
-                g[0] = begin if g[0] is None else min(g[0], begin)
-            g[1] = end if g[1] is None else max(g[1], end)
-        freshest = max((e for _, e in group_span.values() if e is not None), default=None)
-        live = {
-            g: e - b
-            for g, (b, e) in group_span.items()
-            if b is not None
-            and e is not None
-            and e - b > 0
-            and e >= freshest - 3 * self.scrape_interval
-        }
-        if len(live) < 2:
+        if as_of is None:
             return {}
-        common = min(live.values())
-        return {g: common / span for g, span in live.items() if span > common}
+        spans = {
+            g: ends[g] - starts[g]
+            for g in starts
+            if g in ends and ends[g] > starts[g] and ends[g] >= as_of - 3 * self.scrape_interval
+        }
+        if len(spans) < 2:
+            return {}
+        common = min(spans.values())
+        return {g: common / span for g, span in spans.items() if span > common}
+
+
+def _target(labels: Mapping[str, str]) -> tuple:
+    """The scrape target a series comes from (Prometheus adds `job` and `instance`)."""
+    return (labels.get("job", ""), labels.get("instance", ""))
 
 
 def _key(metric: Mapping[str, str], name: str | None = None) -> tuple:

@@ -460,6 +460,122 @@ def _add_validate_policies(sub) -> None:
     )
 
 
+# --- operator controls (status, promote, abort, retry) -----------------------------------
+def _controls(args: argparse.Namespace):
+    from model_rollout.controls import Controls
+    from model_rollout.policy import load_policy_for
+
+    return Controls(args.model, policy=load_policy_for(args.model, args.policies))
+
+
+def _control(args: argparse.Namespace, action) -> int:
+    """Run one control; its refusal or a missing policy/login is a message and exit 1/2."""
+    import json
+
+    from model_rollout.controls import ControlError
+    from model_rollout.policy import PolicyError
+
+    try:
+        out = action(_controls(args))
+    except ControlError as e:
+        _err(str(e))
+        return 1
+    except (PolicyError, PermissionError, LookupError) as e:
+        _err(str(e))
+        return 2
+    if args.json:
+        print(json.dumps(out, default=str))
+    elif isinstance(out, str):
+        print(out)
+    else:
+        for k, v in out.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    """The model's newest rollout; with --watch, again every --every s until it ends."""
+    import dataclasses
+    import json
+    import time
+
+    from model_rollout.policy import PolicyError
+
+    try:
+        ctl = _controls(args)
+    except PolicyError as e:
+        _err(str(e))
+        return 2
+    deadline = time.monotonic() + args.timeout
+    last = None
+    while True:
+        try:
+            st = ctl.status()
+        except PermissionError as e:
+            _err(str(e))
+            return 2
+        text = json.dumps(dataclasses.asdict(st)) if args.json else "\n".join(st.lines())
+        if text != last:
+            print(text, flush=True)
+            last = text
+        if not args.watch or st.state not in ("running", "queued"):
+            return 0
+        if time.monotonic() > deadline:
+            _err(f"still {st.state} after --timeout {args.timeout:g} s")
+            return 1
+        time.sleep(args.every)
+
+
+def promote(args: argparse.Namespace) -> int:
+    """End the stage waiting for a verdict as passed (a manual decision)."""
+    return _control(args, lambda c: {"marked_success": c.promote()})
+
+
+def abort(args: argparse.Namespace) -> int:
+    """100% back to the incumbent now; the run then ends rolled back."""
+    return _control(args, lambda c: c.abort(args.user))
+
+
+def retry(args: argparse.Namespace) -> int:
+    """A new rollout run of a version."""
+    return _control(args, lambda c: {"run_id": c.retry(args.version)})
+
+
+def _control_parser(sub, name: str, help_text: str):
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=f"{help_text[0].upper()}{help_text[1:].replace('%%', '%')}. Talks to Airflow's REST API "
+        "(AIRFLOW_API_URL with AIRFLOW_API_TOKEN or AIRFLOW_API_USERNAME/AIRFLOW_API_PASSWORD), "
+        "MLflow and the policy's traffic router.",
+    )
+    p.add_argument("model", help="registered model name")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.add_argument("--policies", help="policy folder (default: MODEL_ROLLOUT_POLICIES)")
+    return p
+
+
+def _add_status(sub) -> None:
+    p = _control_parser(sub, "status", "a model's rollout: stage, traffic split, last decision")
+    p.add_argument("--watch", action="store_true", help="print each change until it ends")
+    p.add_argument("--every", type=float, default=5.0, help="seconds between looks (--watch)")
+    p.add_argument("--timeout", type=float, default=6 * 3600, help="stop watching after s")
+
+
+def _add_promote(sub) -> None:
+    _control_parser(sub, "promote", "pass the stage waiting for a verdict (Mark success)")
+
+
+def _add_abort(sub) -> None:
+    p = _control_parser(sub, "abort", "100%% back to the incumbent now, then roll the run back")
+    p.add_argument("--user", help="who aborts (default: the login name)")
+
+
+def _add_retry(sub) -> None:
+    p = _control_parser(sub, "retry", "start a new rollout run of a version")
+    p.add_argument("version", help="model version to roll out")
+
+
 # name -> (add the parser, run it)
 SUBCOMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
     "register-webhook": (_add_register_webhook, register_webhook),
@@ -467,6 +583,10 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
     "plan": (_add_plan, plan),
     "simulate": (_add_simulate, simulate),
     "backends": (_add_backends, backends),
+    "status": (_add_status, status),
+    "promote": (_add_promote, promote),
+    "abort": (_add_abort, abort),
+    "retry": (_add_retry, retry),
 }
 
 

@@ -48,6 +48,19 @@ shadow: {{enabled: false}}
 staging: {{sample_requests: 10, latency_budget_p99_ms: 2000}}
 holdout: {{path: data/iris_holdout.csv, target: species, metric: accuracy, tolerance: 0.05}}
 """
+# A model whose stages outlast the test: a human ends them with "Mark success" (issue #14).
+MANUAL = "iris_manual"
+MANUAL_DAG_ID = f"model_rollout__{MANUAL}"
+MANUAL_POLICY = f"""\
+model: {MANUAL}
+trigger: {{event: alias, alias: challenger_manual}}
+steps: [50, 100]
+step_duration: 900
+poll_interval: 5
+shadow: {{enabled: false}}
+staging: {{sample_requests: 10, latency_budget_p99_ms: 2000}}
+holdout: {{path: data/iris_holdout.csv, target: species, metric: accuracy, tolerance: 0.05}}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +71,7 @@ def stack(tmp_path_factory):
     demo = Demo(
         tmp_path_factory.mktemp("e2e"),
         ports=ports,
-        policies={MODEL: E2E_POLICY, LEGACY: LEGACY_POLICY},
+        policies={MODEL: E2E_POLICY, LEGACY: LEGACY_POLICY, MANUAL: MANUAL_POLICY},
     )
     try:
         demo.start()
@@ -207,3 +220,124 @@ def test_stage_transition_found_by_watcher_starts_a_run(stack):
     time.sleep(8.0)
     assert [r["dag_run_id"] for r in _runs(stack, LEGACY_DAG_ID)] == [run_id]
     assert len([r for r in _runs(stack, DAG_ID)]) == 2
+
+
+def _wait_state(demo: Demo, run_id: str, task_id: str, states: tuple, budget: float = 300.0):
+    deadline = time.monotonic() + budget
+    seen = None
+    while time.monotonic() < deadline:
+        tis = {t["task_id"]: t["state"] for t in demo.api.task_instances(MANUAL_DAG_ID, run_id)}
+        seen = tis.get(task_id)
+        if seen in states:
+            return tis
+        time.sleep(2.0)
+    raise AssertionError(f"{task_id} not in {states} within {budget:.0f} s (last: {seen})")
+
+
+@pytest.fixture
+def cli(stack, monkeypatch, capsys):
+    """`model-rollout` as an operator runs it: Airflow's REST API with the admin login, MLflow,
+    the gateway and the policies from the environment; returns (exit code, stdout)."""
+    from model_rollout import cli as cli_module
+
+    monkeypatch.setenv("AIRFLOW_API_URL", stack.ports.airflow_url)
+    monkeypatch.setenv("AIRFLOW_API_USERNAME", "admin")
+    monkeypatch.setenv("AIRFLOW_API_PASSWORD", stack.api.password())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.ports.mlflow_url)
+    monkeypatch.setenv("MODEL_GATEWAY_URL", stack.ports.gateway_url)
+    monkeypatch.setenv("MODEL_GATEWAY_TOKEN", stack.sec.gateway_token)
+    monkeypatch.setenv("MODEL_ROLLOUT_POLICIES", str(stack.workdir / "policies"))
+
+    def run(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = cli_module.main(list(argv))
+        return code, capsys.readouterr().out
+
+    return run
+
+
+def test_mark_success_on_a_monitor_passes_the_stage(stack, cli):
+    """Airflow's own "Mark success" on a waiting monitor means "this stage passed": the
+    rollout goes on to the next stage (before, the gate saw no outcome and rolled back).
+    `model-rollout promote` does the same; `status` shows where the rollout is."""
+    from model_rollout.backends.gateway import GatewayBackend
+
+    url = stack.ports.mlflow_url
+    v1 = demo_models.register_sklearn(url, 1.0, "manual incumbent", model=MANUAL).version
+    _mlflow(stack).set_registered_model_alias(MANUAL, "champion", v1)
+    gw = GatewayBackend(stack.ports.gateway_url, stack.sec.gateway_token)
+    gw.deploy(MANUAL, v1)
+    gw.set_traffic(MANUAL, {v1: 100}, [])
+    v2 = demo_models.register_sklearn(url, 0.9, "manual candidate", model=MANUAL).version
+    deadline = time.monotonic() + 300
+    while stack.api.dag(MANUAL_DAG_ID) is None and time.monotonic() < deadline:
+        time.sleep(2.0)
+    stack.api.unpause(MANUAL_DAG_ID)
+    run_id = f"manual__v{v2}"
+    stack.api._call(
+        "POST",
+        f"/api/v2/dags/{MANUAL_DAG_ID}/dagRuns",
+        json={"dag_run_id": run_id, "logical_date": None, "conf": {"version": v2}},
+    )
+    code, out = cli("promote", MANUAL)
+    assert code == 1 and out == ""  # nothing waits for a verdict yet (or no run): refused
+    for stage in ("canary_50", "step_100"):
+        _wait_state(stack, run_id, f"{stage}.monitor", ("deferred",))
+        code, out = cli("status", MANUAL, "--json")
+        assert code == 0, out
+        st = json.loads(out)
+        assert st["run_id"] == run_id and st["stage"] == stage and st["version"] == v2, st
+        assert st["weights"] == ({v1: 50, v2: 50} if stage == "canary_50" else {v2: 100}), st
+        if stage == "canary_50":  # Airflow's own move
+            stack.api.set_task_state(MANUAL_DAG_ID, run_id, f"{stage}.monitor", "success")
+        else:
+            code, out = cli("promote", MANUAL)
+            assert code == 0 and f"{stage}.monitor" in out, out
+        tis = _wait_state(stack, run_id, f"{stage}.gate", ("success", "failed"))
+        assert tis[f"{stage}.gate"] == "success", tis
+        assert tis.get(f"{stage}.degraded") != "success", tis
+    tis = _wait_state(stack, run_id, "cutover", ("success", "failed", "upstream_failed"))
+    assert tis["cutover"] == "success", tis
+    decision = stack.api.xcom(MANUAL_DAG_ID, run_id, "canary_50.gate", key="decision")
+    assert decision["outcome"] == "passed" and decision["manual"] is True, decision
+    tags = _mlflow(stack).get_model_version(MANUAL, v2).tags
+    assert "marked success" in tags.get("rollout.manual_decision", ""), tags
+    assert _mlflow(stack).get_registered_model(MANUAL).aliases.get("champion") == v2
+    assert _live_weights(_route(stack, MANUAL)) == {v2: 100}
+
+
+def test_abort_with_the_dag_paused_restores_the_incumbent_at_once(stack, cli):
+    """`abort` during a healthy canary puts 100% back on the incumbent through the router
+    itself — the DAG paused, so no task could do it — then the run ends rolled back with the
+    operator named as the reason; `retry` starts the version again."""
+    url = stack.ports.mlflow_url
+    champion = _mlflow(stack).get_registered_model(MANUAL).aliases["champion"]
+    v3 = demo_models.register_sklearn(url, 0.8, "manual candidate 2", model=MANUAL).version
+    code, out = cli("retry", MANUAL, v3)
+    assert code == 0, out
+    run_id = out.strip().split("run_id: ", 1)[1]
+    _wait_state(stack, run_id, "canary_50.monitor", ("deferred",))
+    assert _live_weights(_route(stack, MANUAL)) == {champion: 50, v3: 50}
+    stack.api.set_paused(MANUAL_DAG_ID, True)
+    t0 = time.monotonic()
+    code, out = cli("abort", MANUAL, "--user", "e2e-operator", "--json")
+    took = time.monotonic() - t0
+    assert code == 0, out
+    assert _live_weights(_route(stack, MANUAL)) == {champion: 100}
+    assert took < 5.0, f"abort took {took:.1f} s"
+    done = json.loads(out)
+    assert done["monitor_failed"] == "canary_50.monitor" and done["candidate"] == v3, done
+    tags = _mlflow(stack).get_model_version(MANUAL, v3).tags
+    assert tags.get("rollout.aborted_by") == "e2e-operator", tags
+    stack.api.set_paused(MANUAL_DAG_ID, False)
+    deadline = time.monotonic() + 300
+    while stack.api.run(MANUAL_DAG_ID, run_id)["state"] not in ("success", "failed"):
+        assert time.monotonic() < deadline, "the aborted run did not end within 300 s"
+        time.sleep(2.0)
+    assert stack.api.run(MANUAL_DAG_ID, run_id)["state"] == "failed"
+    tags = _mlflow(stack).get_model_version(MANUAL, v3).tags
+    assert tags.get("rollout.state") == "rolled_back", tags
+    assert tags.get("rollout.reason") == "aborted by e2e-operator", tags
+    assert _live_weights(_route(stack, MANUAL)) == {champion: 100}
+    code, out = cli("abort", MANUAL)
+    assert code == 1  # nothing running any more

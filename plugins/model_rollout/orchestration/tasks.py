@@ -247,6 +247,33 @@ def staging_gate(
     return first_rollout_task if _resolved(context).get("first_rollout") else first_task
 
 
+def _aborted_by(policy: Policy, cand: str | None) -> str | None:
+    """Who aborted the candidate's rollout (`model-rollout abort`), if anyone."""
+    if not cand:
+        return None
+    try:
+        tags = _registry().version(policy.model, cand).tags
+    except Exception:  # the registry down must not stop a rollback or a traffic task
+        return None
+    return tags.get("rollout.aborted_by")
+
+
+def _refuse_if_aborted(policy: Policy, context) -> None:
+    """A traffic task never sends traffic back to a candidate an operator aborted."""
+    who = _aborted_by(policy, _resolved(context).get("candidate"))
+    if who:
+        _fail(f"the rollout was aborted by {who}: no more traffic to the candidate")
+
+
+def _state_of(ti, task_id: str) -> str | None:
+    """Another task's state in this run (through the Task SDK), None when unknown."""
+    try:
+        states = ti.get_task_states(dag_id=ti.dag_id, task_ids=[task_id], run_ids=[ti.run_id])
+    except Exception:  # an SDK without it, or no supervisor: treat as unknown
+        return None
+    return (states.get(ti.run_id) or {}).get(task_id)
+
+
 def _failure_of(ti, task_ids: list[str]) -> str | None:
     for tid in task_ids:
         f = ti.xcom_pull(task_ids=tid, key=FAILURE_KEY)
@@ -286,6 +313,7 @@ def block_promotion(policy: Policy, **context) -> None:
 @records_failure
 def start_shadow(policy: Policy, **context) -> dict[str, Any]:
     """Incumbent keeps 100%; the candidate gets a mirrored copy of every request."""
+    _refuse_if_aborted(policy, context)
     r = _resolved(context)
     router = _serving(policy).router()
     route = router.set_traffic(policy.model, {r["incumbent"]: 100}, [r["candidate"]], staging=None)
@@ -303,6 +331,7 @@ def start_shadow(policy: Policy, **context) -> dict[str, Any]:
 @records_failure
 def set_step_traffic(policy: Policy, step: int, **context) -> dict[str, Any]:
     """Candidate at `step`%, incumbent at the rest; no shadow."""
+    _refuse_if_aborted(policy, context)
     r = _resolved(context)
     router = _serving(policy).router()
     weights = {r["candidate"]: step, r["incumbent"]: 100 - step}
@@ -338,6 +367,16 @@ def monitor_gate(
     st = plan_for(policy).stage(stage)
     ti = context["ti"]
     event = ti.xcom_pull(task_ids=st.monitor_task_id)
+    if not event and _state_of(ti, st.monitor_task_id) == "success":
+        # "Mark success" on the monitor in Airflow: a human passed the stage
+        reason = f"{stage} marked success in Airflow (a manual decision)"
+        ti.xcom_push(
+            "decision", {"stage": stage, "outcome": "passed", "reason": reason, "manual": True}
+        )
+        cand = _resolved(context).get("candidate")
+        if cand:
+            _registry().set_tags(policy.model, cand, {"manual_decision": reason})
+        return next_task
     if not event:
         why = _failure_of(ti, [st.traffic_task_id]) or f"{st.monitor_task_id} failed or timed out"
         decision = {"stage": stage, "outcome": "failed", "reason": why}
@@ -419,6 +458,7 @@ def _judge_once(policy: Policy, stage, context) -> dict[str, Any] | None:
 @records_failure
 def cutover(policy: Policy, **context) -> dict[str, Any]:
     """100% to the candidate; champion -> candidate, standby -> previous; evidence recorded."""
+    _refuse_if_aborted(policy, context)
     r = _resolved(context)
     cand, inc = r["candidate"], r.get("incumbent")
     serving = _serving(policy)
@@ -487,8 +527,12 @@ def _decisions(context) -> list[dict[str, Any]]:
 
 # --- rollback ----------------------------------------------------------------------------
 def rollback_reason(policy: Policy, **context) -> dict[str, Any]:
-    """Why we roll back: the first degraded gate, or the first task that failed."""
+    """Why we roll back: an operator's abort, the first degraded gate, or the first task that
+    failed."""
     ti = context["ti"]
+    aborted = _aborted_by(policy, _resolved(context).get("candidate"))
+    if aborted:
+        return {"reason": f"aborted by {aborted}", "decision": None}
     for d in _decisions(context):
         if d.get("outcome") not in ("healthy", "passed"):
             return {"reason": f"{d['stage']}: {d.get('reason')}", "decision": d}

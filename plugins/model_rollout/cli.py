@@ -536,6 +536,16 @@ def abort(args: argparse.Namespace) -> int:
     return _control(args, lambda c: c.abort(args.user))
 
 
+def pause(args: argparse.Namespace) -> int:
+    """Hold at the current traffic; the monitor still rolls back on a degradation."""
+    return _control(args, lambda c: c.pause(args.user))
+
+
+def resume(args: argparse.Namespace) -> int:
+    """Let the held stage end again."""
+    return _control(args, lambda c: c.resume())
+
+
 def retry(args: argparse.Namespace) -> int:
     """A new rollout run of a version."""
     return _control(args, lambda c: {"run_id": c.retry(args.version)})
@@ -571,6 +581,17 @@ def _add_abort(sub) -> None:
     p.add_argument("--user", help="who aborts (default: the login name)")
 
 
+def _add_pause(sub) -> None:
+    p = _control_parser(
+        sub, "pause", "hold at the current traffic (the monitor still rolls back on harm)"
+    )
+    p.add_argument("--user", help="who pauses (default: the login name)")
+
+
+def _add_resume(sub) -> None:
+    _control_parser(sub, "resume", "let a paused rollout's stages end again")
+
+
 def _add_retry(sub) -> None:
     p = _control_parser(sub, "retry", "start a new rollout run of a version")
     p.add_argument("version", help="model version to roll out")
@@ -586,6 +607,8 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
     "status": (_add_status, status),
     "promote": (_add_promote, promote),
     "abort": (_add_abort, abort),
+    "pause": (_add_pause, pause),
+    "resume": (_add_resume, resume),
     "retry": (_add_retry, retry),
 }
 

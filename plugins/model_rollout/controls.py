@@ -13,6 +13,9 @@ sentence when the action does not apply (the CLI exits 1 with it).
   waiting monitor is marked failed so the run ends through its rollback branch, whose
   reason is "aborted by <user>". A traffic task that runs later refuses to move traffic back
   to an aborted candidate.
+- `pause` / `resume`: tag `rollout.hold` on the candidate; the waiting monitor keeps judging
+  and still ends the stage on a degradation (rolling back), but does not end it healthy or
+  undecided while held (it re-defers every hour).
 - `retry`: a new run of the DAG for a version, when none is running.
 """
 
@@ -48,6 +51,7 @@ class RolloutStatus:
     weights: dict[str, int] = field(default_factory=dict)
     shadows: list[str] = field(default_factory=list)
     decision: dict[str, Any] | None = None
+    held_by: str | None = None
 
     def lines(self) -> list[str]:
         if not self.run_id:
@@ -66,6 +70,8 @@ class RolloutStatus:
             f"  traffic: {split}"
             + (f"; mirrored to v{', v'.join(self.shadows)}" if self.shadows else ""),
         ]
+        if self.held_by:
+            out.append(f"  paused by {self.held_by}: no stage ends until `resume`")
         if self.decision:
             d = self.decision
             out.append(f"  last decision: {d.get('stage')}: {d.get('outcome')} — {d.get('reason')}")
@@ -112,6 +118,11 @@ class Controls:
         resolved = self.api.xcom(self.dag_id, st.run_id, "resolve") or {}
         st.version = str(resolved.get("candidate") or st.version or "") or None
         st.incumbent = resolved.get("incumbent")
+        if st.version and st.state in ACTIVE_RUN:
+            from model_rollout.orchestration.hooks import MlflowRegistryHook
+
+            tags = MlflowRegistryHook().get_conn().version(self.model, st.version).tags
+            st.held_by = tags.get("rollout.hold") or None
         tis = self._tis(st.run_id)
         current = [
             (t.get("start_date") or "", tid) for tid, t in tis.items() if t.get("state") in WAITING
@@ -192,6 +203,31 @@ class Controls:
             "restored_in_s": round(restored, 3),
             "monitor_failed": monitor,
         }
+
+    def pause(self, user: str | None = None) -> dict[str, Any]:
+        """Hold the rollout at its current traffic: the monitor keeps judging and still rolls
+        back on a degradation, but no stage ends healthy until `resume`."""
+        return self._hold(user or getpass.getuser())
+
+    def resume(self) -> dict[str, Any]:
+        return self._hold("")
+
+    def _hold(self, holder: str) -> dict[str, Any]:
+        from model_rollout.orchestration.hooks import MlflowRegistryHook
+
+        run, _ = self._running()
+        resolved = self.api.xcom(self.dag_id, run["dag_run_id"], "resolve") or {}
+        cand = resolved.get("candidate")
+        if not cand:
+            raise ControlError(f"{run['dag_run_id']} has not resolved its candidate yet")
+        reg = MlflowRegistryHook().get_conn()
+        held = reg.version(self.model, cand).tags.get("rollout.hold", "")
+        if bool(held) == bool(holder):
+            raise ControlError(
+                f"{self.model} v{cand} is {'already held by ' + held if held else 'not held'}"
+            )
+        reg.set_tags(self.model, cand, {"hold": holder})
+        return {"run_id": run["dag_run_id"], "candidate": cand, "held_by": holder or None}
 
     def retry(self, version: str) -> str:
         """A new run for `version` (none of the model's may be running)."""

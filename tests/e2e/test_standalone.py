@@ -307,9 +307,10 @@ def test_mark_success_on_a_monitor_passes_the_stage(stack, cli):
 
 
 def test_abort_with_the_dag_paused_restores_the_incumbent_at_once(stack, cli):
-    """`abort` during a healthy canary puts 100% back on the incumbent through the router
-    itself — the DAG paused, so no task could do it — then the run ends rolled back with the
-    operator named as the reason; `retry` starts the version again."""
+    """`retry` starts a version; `pause` holds it (and says so in `status`); `abort` during
+    the healthy canary puts 100% back on the incumbent through the router itself — the DAG
+    paused, so no task could do it — then the run ends rolled back with the operator named
+    as the reason."""
     url = stack.ports.mlflow_url
     champion = _mlflow(stack).get_registered_model(MANUAL).aliases["champion"]
     v3 = demo_models.register_sklearn(url, 0.8, "manual candidate 2", model=MANUAL).version
@@ -318,6 +319,12 @@ def test_abort_with_the_dag_paused_restores_the_incumbent_at_once(stack, cli):
     run_id = out.strip().split("run_id: ", 1)[1]
     _wait_state(stack, run_id, "canary_50.monitor", ("deferred",))
     assert _live_weights(_route(stack, MANUAL)) == {champion: 50, v3: 50}
+    code, out = cli("pause", MANUAL, "--user", "e2e-operator")
+    assert code == 0, out
+    code, _ = cli("pause", MANUAL)
+    assert code == 1  # already held
+    code, out = cli("status", MANUAL)
+    assert code == 0 and "paused by e2e-operator" in out, out
     stack.api.set_paused(MANUAL_DAG_ID, True)
     t0 = time.monotonic()
     code, out = cli("abort", MANUAL, "--user", "e2e-operator", "--json")

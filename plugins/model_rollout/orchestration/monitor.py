@@ -104,6 +104,9 @@ class JudgeTrigger(BaseTrigger):
     :param inconclusive_action: "pause" or "rollback" (what an undecided stage finally does).
     :param serving: the policy's `serving` section as a dict (names and connection ids; the
         credentials are read here from the connections, never stored in the trigger).
+    :param hold_deadline: unix time after which a stage still held (`model-rollout pause`)
+        ends the trigger with outcome "held", so that the sensor defers again before its
+        deferral times out.
     """
 
     def __init__(
@@ -121,8 +124,10 @@ class JudgeTrigger(BaseTrigger):
         inconclusive_action: str,
         serving: dict | None = None,
         weights: dict | None = None,
+        hold_deadline: float | None = None,
     ):
         super().__init__()
+        self.hold_deadline = hold_deadline
         self.model = model
         self.baseline = baseline
         self.candidate = candidate
@@ -152,8 +157,26 @@ class JudgeTrigger(BaseTrigger):
                 "inconclusive_action": self.inconclusive_action,
                 "serving": self.serving,
                 "weights": self.weights,
+                "hold_deadline": self.hold_deadline,
             },
         )
+
+    async def _held_by(self) -> str:
+        """Who holds the stage (`model-rollout pause`: tag `rollout.hold` on the candidate),
+        "" when nobody; read from MLflow, a failed read counts as not held."""
+        from asgiref.sync import sync_to_async
+
+        from model_rollout.orchestration.hooks import MlflowRegistryHook
+
+        def read() -> str:
+            reg = MlflowRegistryHook().get_conn()
+            return reg.version(self.model, self.candidate).tags.get("rollout.hold", "")
+
+        try:
+            return await sync_to_async(read)()
+        except Exception as e:
+            self.log.warning("could not read the hold tag: %s", e)
+            return ""
 
     async def _metrics(self):
         """The metric source; opening it reads Airflow connections, which blocks."""
@@ -203,6 +226,14 @@ class JudgeTrigger(BaseTrigger):
                 await asyncio.sleep(self.poll_interval)
                 continue
             outcome = monitor.look(snapshot, earlier, now=time.time())
+            if outcome is not None and outcome.get("outcome") not in ("degraded", "invalid"):
+                holder = await self._held_by()
+                if holder:  # paused by an operator: keep watching, act only on harm
+                    if self.hold_deadline and time.time() > self.hold_deadline:
+                        yield TriggerEvent({"outcome": "held", "held_by": holder})
+                        return
+                    await asyncio.sleep(self.poll_interval)
+                    continue
             if outcome is not None:
                 yield TriggerEvent(outcome)
                 return
@@ -306,7 +337,14 @@ class RolloutMonitorSensor(BaseSensorOperator):
         if not self.deferrable:
             return super().execute(context)
         baseline, candidate, since, windows, weights = self._arms(context)
+        self._defer(baseline, candidate, since, windows, weights)
+
+    HOLD_SLICE = 3600.0  # a held stage re-defers every hour (a deferral needs a timeout)
+
+    def _defer(self, baseline, candidate, since, windows, weights, held: bool = False) -> None:
         remaining = since + self.stage.max_duration - time.time()
+        if held:
+            remaining = self.HOLD_SLICE
         self.defer(
             trigger=JudgeTrigger(
                 model=self.model,
@@ -321,12 +359,16 @@ class RolloutMonitorSensor(BaseSensorOperator):
                 inconclusive_action=self.inconclusive_action,
                 serving=self.serving,
                 weights=weights,
+                hold_deadline=time.time() + max(remaining, 0) + 240.0,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=max(remaining, 0) + 300.0),
         )
 
     def execute_complete(self, context, event: dict[str, Any]):
+        if event.get("outcome") == "held":  # still paused: watch for another slice
+            self.log.info("stage held by %s: watching on", event.get("held_by"))
+            self._defer(*self._arms(context), held=True)
         if event.get("outcome") == "error":
             raise RuntimeError(event.get("error", "monitor failed"))
         self.log.info(

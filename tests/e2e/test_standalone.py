@@ -54,7 +54,7 @@ MANUAL_DAG_ID = f"model_rollout__{MANUAL}"
 MANUAL_POLICY = f"""\
 model: {MANUAL}
 trigger: {{event: alias, alias: challenger_manual}}
-steps: [50, 100]
+steps: [25, 50, 100]
 step_duration: 900
 poll_interval: 5
 shadow: {{enabled: false}}
@@ -281,14 +281,14 @@ def test_mark_success_on_a_monitor_passes_the_stage(stack, cli):
     )
     code, out = cli("promote", MANUAL)
     assert code == 1 and out == ""  # nothing waits for a verdict yet (or no run): refused
-    for stage in ("canary_50", "step_100"):
+    for stage in ("canary_25", "step_50"):
         _wait_state(stack, run_id, f"{stage}.monitor", ("deferred",))
         code, out = cli("status", MANUAL, "--json")
         assert code == 0, out
         st = json.loads(out)
         assert st["run_id"] == run_id and st["stage"] == stage and st["version"] == v2, st
-        assert st["weights"] == ({v1: 50, v2: 50} if stage == "canary_50" else {v2: 100}), st
-        if stage == "canary_50":  # Airflow's own move
+        assert st["weights"] == ({v1: 75, v2: 25} if stage == "canary_25" else {v1: 50, v2: 50})
+        if stage == "canary_25":  # Airflow's own move
             stack.api.set_task_state(MANUAL_DAG_ID, run_id, f"{stage}.monitor", "success")
         else:
             code, out = cli("promote", MANUAL)
@@ -298,7 +298,7 @@ def test_mark_success_on_a_monitor_passes_the_stage(stack, cli):
         assert tis.get(f"{stage}.degraded") != "success", tis
     tis = _wait_state(stack, run_id, "cutover", ("success", "failed", "upstream_failed"))
     assert tis["cutover"] == "success", tis
-    decision = stack.api.xcom(MANUAL_DAG_ID, run_id, "canary_50.gate", key="decision")
+    decision = stack.api.xcom(MANUAL_DAG_ID, run_id, "canary_25.gate", key="decision")
     assert decision["outcome"] == "passed" and decision["manual"] is True, decision
     tags = _mlflow(stack).get_model_version(MANUAL, v2).tags
     assert "marked success" in tags.get("rollout.manual_decision", ""), tags
@@ -317,8 +317,8 @@ def test_abort_with_the_dag_paused_restores_the_incumbent_at_once(stack, cli):
     code, out = cli("retry", MANUAL, v3)
     assert code == 0, out
     run_id = out.strip().split("run_id: ", 1)[1]
-    _wait_state(stack, run_id, "canary_50.monitor", ("deferred",))
-    assert _live_weights(_route(stack, MANUAL)) == {champion: 50, v3: 50}
+    _wait_state(stack, run_id, "canary_25.monitor", ("deferred",))
+    assert _live_weights(_route(stack, MANUAL)) == {champion: 75, v3: 25}
     code, out = cli("pause", MANUAL, "--user", "e2e-operator")
     assert code == 0, out
     code, _ = cli("pause", MANUAL)
@@ -333,7 +333,7 @@ def test_abort_with_the_dag_paused_restores_the_incumbent_at_once(stack, cli):
     assert _live_weights(_route(stack, MANUAL)) == {champion: 100}
     assert took < 5.0, f"abort took {took:.1f} s"
     done = json.loads(out)
-    assert done["monitor_failed"] == "canary_50.monitor" and done["candidate"] == v3, done
+    assert done["monitor_failed"] == "canary_25.monitor" and done["candidate"] == v3, done
     tags = _mlflow(stack).get_model_version(MANUAL, v3).tags
     assert tags.get("rollout.aborted_by") == "e2e-operator", tags
     stack.api.set_paused(MANUAL_DAG_ID, False)

@@ -355,8 +355,9 @@ class PrometheusSource(MetricSource):
             for s in at_end:
                 key = _key(s["metric"], metric)
                 g = _target(s["metric"])
-                if key in first and abs(first[key][0] - starts.get(g, -1.0)) < 1e-3:
-                    start = first[key][0]  # in the target's first scrape: count from there
+                at_start = key in first and abs(first[key][0] - starts.get(g, -1.0)) < 1e-3
+                if key in first and (at_start or key in existed):
+                    start = first[key][0]  # count from its first scrape in the stage
                 elif key in first or key not in existed:
                     # born after the target's first scrape in the stage (an error status seen
                     # for the first time): it was zero there, all of it is the stage's

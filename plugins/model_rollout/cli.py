@@ -528,7 +528,7 @@ def status(args: argparse.Namespace) -> int:
 
 def promote(args: argparse.Namespace) -> int:
     """End the stage waiting for a verdict as passed (a manual decision)."""
-    return _control(args, lambda c: {"marked_success": c.promote()})
+    return _control(args, lambda c: c.promote(full=args.full, user=args.user))
 
 
 def abort(args: argparse.Namespace) -> int:
@@ -573,7 +573,11 @@ def _add_status(sub) -> None:
 
 
 def _add_promote(sub) -> None:
-    _control_parser(sub, "promote", "pass the stage waiting for a verdict (Mark success)")
+    p = _control_parser(sub, "promote", "pass the stage waiting for a verdict (Mark success)")
+    p.add_argument(
+        "--full", action="store_true", help="and every later stage: straight to the cutover"
+    )
+    p.add_argument("--user", help="who promotes (default: the login name)")
 
 
 def _add_abort(sub) -> None:

@@ -6,8 +6,10 @@ sentence when the action does not apply (the CLI exits 1 with it).
 
 - `status`: the newest run of the model's DAG, its stage and what the stage is doing, the
   live split as the router has it, the last gate's decision and reason.
-- `promote`: "Mark success" on the monitor of the stage that is waiting for a verdict: the
-  gate records the stage as passed by a human (`rollout.manual_decision`) and goes on.
+- `promote [--full]`: "Mark success" on the monitor of the stage that is waiting for a
+  verdict: the gate records the stage as passed by a human (`rollout.manual_decision`) and
+  goes on; `--full` also tags `rollout.promote_full`, and every later monitor ends "passed"
+  at its first look, so the rollout walks its steps to the cutover in seconds.
 - `abort`: 100% back on the incumbent through the router first — so it works with the DAG
   paused or the scheduler down — then the candidate is tagged `rollout.aborted_by`, and the
   waiting monitor is marked failed so the run ends through its rollback branch, whose
@@ -163,16 +165,28 @@ class Controls:
             raise ControlError(f"no rollout of {self.model} is running ({state})")
         return run, self._tis(run["dag_run_id"])
 
-    def promote(self) -> str:
-        """End the waiting stage as passed (Airflow's "Mark success" on its monitor)."""
+    def promote(self, full: bool = False, user: str | None = None) -> dict[str, Any]:
+        """End the waiting stage as passed (Airflow's "Mark success" on its monitor); with
+        `full`, every later stage passes at its first look too, straight to the cutover (an
+        approval the policy requires is still asked for)."""
+        from model_rollout.orchestration.hooks import MlflowRegistryHook
+
         run, tis = self._running()
         monitor = self._waiting_monitor(tis)
-        if monitor is None:
+        if monitor is None and not full:
             raise ControlError(
                 f"{run['dag_run_id']}: no stage of {self.model} is waiting for a verdict"
             )
-        self.api.set_task_state(self.dag_id, run["dag_run_id"], monitor, "success")
-        return monitor
+        if full:
+            resolved = self.api.xcom(self.dag_id, run["dag_run_id"], "resolve") or {}
+            if not resolved.get("candidate"):
+                raise ControlError(f"{run['dag_run_id']} has not resolved its candidate yet")
+            MlflowRegistryHook().get_conn().set_tags(
+                self.model, resolved["candidate"], {"promote_full": user or getpass.getuser()}
+            )
+        if monitor:
+            self.api.set_task_state(self.dag_id, run["dag_run_id"], monitor, "success")
+        return {"run_id": run["dag_run_id"], "marked_success": monitor, "full": full}
 
     def abort(self, user: str | None = None) -> dict[str, Any]:
         """100% to the incumbent now, then end the run as rolled back."""
@@ -239,7 +253,9 @@ class Controls:
         from model_rollout.orchestration.hooks import MlflowRegistryHook
 
         # an earlier abort of this version must not stop the new run's traffic tasks
-        MlflowRegistryHook().get_conn().set_tags(self.model, str(version), {"aborted_by": ""})
+        MlflowRegistryHook().get_conn().set_tags(
+            self.model, str(version), {"aborted_by": "", "promote_full": "", "hold": ""}
+        )
         run_id = f"retry__v{version}__{int(time.time())}"
         self.api.trigger(self.dag_id, run_id, {"version": str(version)})
         return run_id

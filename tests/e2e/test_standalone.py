@@ -11,6 +11,7 @@ is found by the registry watcher DAG. The tests run in file order on one stack (
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import pytest
@@ -54,7 +55,7 @@ MANUAL_DAG_ID = f"model_rollout__{MANUAL}"
 MANUAL_POLICY = f"""\
 model: {MANUAL}
 trigger: {{event: alias, alias: challenger_manual}}
-steps: [25, 50, 100]
+steps: [25, 50, 75, 100]
 step_duration: 900
 poll_interval: 5
 shadow: {{enabled: false}}
@@ -251,7 +252,8 @@ def cli(stack, monkeypatch, capsys):
     def run(*argv: str) -> tuple[int, str]:
         capsys.readouterr()
         code = cli_module.main(list(argv))
-        return code, capsys.readouterr().out
+        out = capsys.readouterr()
+        return code, out.out if code == 0 else out.out + out.err
 
     return run
 
@@ -259,7 +261,8 @@ def cli(stack, monkeypatch, capsys):
 def test_mark_success_on_a_monitor_passes_the_stage(stack, cli):
     """Airflow's own "Mark success" on a waiting monitor means "this stage passed": the
     rollout goes on to the next stage (before, the gate saw no outcome and rolled back).
-    `model-rollout promote` does the same; `status` shows where the rollout is."""
+    `model-rollout promote --full` does the same and skips the later stages to the cutover;
+    `status` shows where the rollout is."""
     from model_rollout.backends.gateway import GatewayBackend
 
     url = stack.ports.mlflow_url
@@ -280,7 +283,7 @@ def test_mark_success_on_a_monitor_passes_the_stage(stack, cli):
         json={"dag_run_id": run_id, "logical_date": None, "conf": {"version": v2}},
     )
     code, out = cli("promote", MANUAL)
-    assert code == 1 and out == ""  # nothing waits for a verdict yet (or no run): refused
+    assert code == 1 and "waiting for a verdict" in out, out  # nothing to promote yet
     for stage in ("canary_25", "step_50"):
         _wait_state(stack, run_id, f"{stage}.monitor", ("deferred",))
         code, out = cli("status", MANUAL, "--json")
@@ -290,16 +293,22 @@ def test_mark_success_on_a_monitor_passes_the_stage(stack, cli):
         assert st["weights"] == ({v1: 75, v2: 25} if stage == "canary_25" else {v1: 50, v2: 50})
         if stage == "canary_25":  # Airflow's own move
             stack.api.set_task_state(MANUAL_DAG_ID, run_id, f"{stage}.monitor", "success")
-        else:
-            code, out = cli("promote", MANUAL)
+        else:  # and every later stage: step_75 passes at its first look
+            code, out = cli("promote", MANUAL, "--full", "--user", "e2e-operator")
             assert code == 0 and f"{stage}.monitor" in out, out
         tis = _wait_state(stack, run_id, f"{stage}.gate", ("success", "failed"))
         assert tis[f"{stage}.gate"] == "success", tis
         assert tis.get(f"{stage}.degraded") != "success", tis
     tis = _wait_state(stack, run_id, "cutover", ("success", "failed", "upstream_failed"))
     assert tis["cutover"] == "success", tis
+    deadline = time.monotonic() + 120
+    while stack.api.run(MANUAL_DAG_ID, run_id)["state"] != "success":
+        assert time.monotonic() < deadline, stack.api.run(MANUAL_DAG_ID, run_id)
+        time.sleep(2.0)
     decision = stack.api.xcom(MANUAL_DAG_ID, run_id, "canary_25.gate", key="decision")
     assert decision["outcome"] == "passed" and decision["manual"] is True, decision
+    skipped = stack.api.xcom(MANUAL_DAG_ID, run_id, "step_75.gate", key="decision")
+    assert skipped["reason"] == "promoted to cutover by e2e-operator", skipped
     tags = _mlflow(stack).get_model_version(MANUAL, v2).tags
     assert "marked success" in tags.get("rollout.manual_decision", ""), tags
     assert _mlflow(stack).get_registered_model(MANUAL).aliases.get("champion") == v2
@@ -332,6 +341,10 @@ def test_abort_with_the_dag_paused_restores_the_incumbent_at_once(stack, cli):
     assert code == 0, out
     assert _live_weights(_route(stack, MANUAL)) == {champion: 100}
     assert took < 5.0, f"abort took {took:.1f} s"
+    print(  # past capsys: the figure for docs/operations.md
+        f"ABORT 100% incumbent after {took:.2f} s (router: {json.loads(out)['restored_in_s']} s)",
+        file=sys.__stderr__,
+    )
     done = json.loads(out)
     assert done["monitor_failed"] == "canary_25.monitor" and done["candidate"] == v3, done
     tags = _mlflow(stack).get_model_version(MANUAL, v3).tags

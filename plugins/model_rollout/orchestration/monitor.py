@@ -128,6 +128,8 @@ class JudgeTrigger(BaseTrigger):
     ):
         super().__init__()
         self.hold_deadline = hold_deadline
+        self._controls_at = float("-inf")
+        self._controls_seen: dict[str, str] = {}
         self.model = model
         self.baseline = baseline
         self.candidate = candidate
@@ -161,22 +163,39 @@ class JudgeTrigger(BaseTrigger):
             },
         )
 
-    async def _held_by(self) -> str:
-        """Who holds the stage (`model-rollout pause`: tag `rollout.hold` on the candidate),
-        "" when nobody; read from MLflow, a failed read counts as not held."""
+    CONTROLS_EVERY = 5.0  # seconds between reads of the control tags
+
+    async def _controls(self) -> dict[str, str]:
+        """The operator's controls on the candidate (`model-rollout pause` / `promote --full`:
+        tags `rollout.hold`, `rollout.promote_full`); {} when none or MLflow cannot say.
+
+        Read with one bounded HTTP call (5 s), at most every CONTROLS_EVERY s: MLflow being
+        down must never slow the judge's looks (its client retries for minutes)."""
+        now = time.monotonic()
+        if now - self._controls_at < self.CONTROLS_EVERY:
+            return self._controls_seen
+        self._controls_at = now
+        import httpx
         from asgiref.sync import sync_to_async
 
         from model_rollout.orchestration.hooks import MlflowRegistryHook
 
-        def read() -> str:
-            reg = MlflowRegistryHook().get_conn()
-            return reg.version(self.model, self.candidate).tags.get("rollout.hold", "")
-
         try:
-            return await sync_to_async(read)()
+            uri = await sync_to_async(lambda: MlflowRegistryHook().tracking_uri())()
+            if not uri.startswith("http"):
+                return {}
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                r = await client.get(
+                    f"{uri.rstrip('/')}/api/2.0/mlflow/model-versions/get",
+                    params={"name": self.model, "version": self.candidate},
+                )
+            r.raise_for_status()
+            tags = {t["key"]: t.get("value", "") for t in r.json()["model_version"].get("tags", [])}
         except Exception as e:
-            self.log.warning("could not read the hold tag: %s", e)
-            return ""
+            self.log.warning("could not read the rollout's control tags: %s", e)
+            return self._controls_seen
+        self._controls_seen = {k: tags.get(f"rollout.{k}", "") for k in ("hold", "promote_full")}
+        return self._controls_seen
 
     async def _metrics(self):
         """The metric source; opening it reads Airflow connections, which blocks."""
@@ -226,8 +245,20 @@ class JudgeTrigger(BaseTrigger):
                 await asyncio.sleep(self.poll_interval)
                 continue
             outcome = monitor.look(snapshot, earlier, now=time.time())
-            if outcome is not None and outcome.get("outcome") not in ("degraded", "invalid"):
-                holder = await self._held_by()
+            harm = outcome is not None and outcome.get("outcome") in ("degraded", "invalid")
+            controls = {} if harm else await self._controls()
+            if controls.get("promote_full"):  # an operator skips the rest of the steps
+                yield TriggerEvent(
+                    {
+                        "outcome": "passed",
+                        "manual": True,
+                        "looks": monitor.looks,
+                        "reason": f"promoted to cutover by {controls['promote_full']}",
+                    }
+                )
+                return
+            if outcome is not None and not harm:
+                holder = controls.get("hold")
                 if holder:  # paused by an operator: keep watching, act only on harm
                     if self.hold_deadline and time.time() > self.hold_deadline:
                         yield TriggerEvent({"outcome": "held", "held_by": holder})

@@ -10,7 +10,6 @@ naming the model, version, stage, reason, the evidence link and the Rollouts pag
 from __future__ import annotations
 
 import json
-import os
 import threading
 from email import message_from_bytes
 from email.policy import default as email_policy
@@ -20,7 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from support.models import register_iris_version
 from support.rollout_env import POLICY, champion_serving, live_only_failure_seed, rollout_env, run
-from support.servers import free_port
+from support.servers import environment, free_port
 
 NOTIFY = """notify:
   - {on: [rolled_back, promoted], notifier: smtp, conn_id: smtp_test, to: [ops@example.test],
@@ -84,18 +83,12 @@ def channels():
             }
         ),
     }
-    saved = {k: os.environ.get(k) for k in conns}
-    os.environ.update(conns)
     try:
-        yield inbox, receiver
+        with environment(conns):
+            yield inbox, receiver
     finally:
         smtp.stop()
         receiver.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

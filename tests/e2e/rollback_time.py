@@ -23,21 +23,21 @@ import os
 from pathlib import Path
 
 import pytest
-from support.models import register_iris_version, scoring_payload
+from support.models import register_iris_version
 from support.rollout_env import (
     POLICY,
-    ROWS,
     canary_exposure,
     champion_serving,
+    iris_traffic,
     live_only_failure_seed,
     rollout_env,
     states,
 )
-from support.serving_stack import ServingStack, environment
+from support.servers import environment
+from support.serving_stack import ServingStack
 
 from model_rollout.backends.mlserver import MLServerDeployer
 from model_rollout.backends.nginx import NginxRouter
-from model_rollout.loadgen import Traffic
 
 RUNS = int(os.environ.get("ROLLBACK_RUNS", "3"))
 OUT = Path(os.environ.get("ROLLBACK_TIMES_OUT", "rollback_times.jsonl"))
@@ -99,15 +99,7 @@ def test_rollback_time(env, stack, run):
     v2 = register_iris_version(
         env.tracking_uri, model, kind="raises", p=0.12, seed=live_only_failure_seed(0.12)
     )
-    with Traffic(
-        url,
-        model,
-        lambda i: (scoring_payload([ROWS[i % len(ROWS)]]), None),
-        rate=150,
-        max_requests=40_000,
-        max_seconds=300,
-        workers=3,
-    ):
+    with iris_traffic(url, model, max_seconds=300):
         dr = env.dag(model).test(run_conf={"version": v2})
     st = states(dr)
     assert st["canary_25.degraded"] == "success", st

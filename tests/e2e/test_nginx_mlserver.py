@@ -16,12 +16,18 @@ from pathlib import Path
 import pytest
 import requests
 from support.models import iris_rows, register_iris_version, scoring_payload
-from support.rollout_env import POLICY, canary_exposure, live_only_failure_seed, states
-from support.serving_stack import ServingStack, environment
+from support.rollout_env import (
+    POLICY,
+    canary_exposure,
+    iris_traffic,
+    live_only_failure_seed,
+    states,
+)
+from support.servers import environment
+from support.serving_stack import ServingStack
 
 from model_rollout.backends.mlserver import MLServerDeployer
 from model_rollout.backends.nginx import NginxRouter
-from model_rollout.loadgen import Traffic
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -77,15 +83,7 @@ def champion(stack, model: str) -> str:
 
 def rollout(stack, model: str, version: str):
     """dag.test() of the model's rollout DAG with iris traffic through nginx."""
-    with Traffic(
-        stack.url,
-        model,
-        lambda i: (scoring_payload([ROWS[i % len(ROWS)]]), None),
-        rate=150,
-        max_requests=40_000,
-        max_seconds=300,
-        workers=3,
-    ) as t:
+    with iris_traffic(stack.url, model, max_seconds=300) as t:
         dr = stack.bag.get_dag(f"model_rollout__{model}").test(run_conf={"version": version})
     return dr, states(dr), t.stats
 

@@ -8,7 +8,6 @@ folder; the helpers read back what a run left in Airflow, MLflow and the gateway
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import requests
 from model_rollout.loadgen import Traffic
 
 from .models import iris_rows, register_iris_version, scoring_payload
-from .servers import GatewayProcess
+from .servers import GatewayProcess, environment
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLDOUT = ROOT / "include" / "data" / "iris_holdout.csv"
@@ -83,36 +82,22 @@ def rollout_env(
     for name, text in policies.items():
         (folder / f"{name}.yaml").write_text(text)
     gw = GatewayProcess(gateway_dir, tracking_uri=tracking_uri).start()
-    saved = {
-        k: os.environ.get(k)
-        for k in (
-            "MODEL_ROLLOUT_POLICIES",
-            "MLFLOW_TRACKING_URI",
-            "MLFLOW_REGISTRY_URI",
-            "MODEL_GATEWAY_URL",
-            "MODEL_GATEWAY_TOKEN",
-        )
+    values = {
+        "MODEL_ROLLOUT_POLICIES": str(folder),
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_REGISTRY_URI": tracking_uri,
+        "MODEL_GATEWAY_URL": gw.url,
+        "MODEL_GATEWAY_TOKEN": gw.token,
     }
-    os.environ.update(
-        MODEL_ROLLOUT_POLICIES=str(folder),
-        MLFLOW_TRACKING_URI=tracking_uri,
-        MLFLOW_REGISTRY_URI=tracking_uri,
-        MODEL_GATEWAY_URL=gw.url,
-        MODEL_GATEWAY_TOKEN=gw.token,
-    )
     try:
-        from airflow.dag_processing.dagbag import DagBag
+        with environment(values):
+            from airflow.dag_processing.dagbag import DagBag
 
-        bag = DagBag(dag_folder=str(ROOT / "dags"))
-        assert not bag.import_errors, bag.import_errors
-        yield Env(tracking_uri, gw, bag)
+            bag = DagBag(dag_folder=str(ROOT / "dags"))
+            assert not bag.import_errors, bag.import_errors
+            yield Env(tracking_uri, gw, bag)
     finally:
         gw.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def champion_serving(env: Env, model: str) -> str:
@@ -126,18 +111,26 @@ def champion_serving(env: Env, model: str) -> str:
     return v1
 
 
-def traffic(env: Env, model: str, conversion=None, rate: float = 150.0) -> Traffic:
-    """Bounded loopback traffic of iris rows (with business feedback when `conversion`)."""
+def iris_traffic(
+    url: str, model: str, conversion=None, rate: float = 150.0, max_seconds: float = 240
+) -> Traffic:
+    """Bounded loopback traffic of iris rows to `url` (a gateway or any front door serving
+    `/models/<model>/invocations`), with business feedback when `conversion`."""
     return Traffic(
-        env.gateway.url,
+        url,
         model,
         lambda i: (scoring_payload([ROWS[i % len(ROWS)]]), None),
         rate=rate,
         max_requests=40_000,
-        max_seconds=240,
+        max_seconds=max_seconds,
         conversion=conversion,
         workers=3,
     )
+
+
+def traffic(env: Env, model: str, conversion=None, rate: float = 150.0) -> Traffic:
+    """Bounded loopback traffic of iris rows through the env's gateway."""
+    return iris_traffic(env.gateway.url, model, conversion, rate)
 
 
 def run(env: Env, model: str, version: str, **traffic_kw):

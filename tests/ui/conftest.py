@@ -5,9 +5,7 @@ Airflow runs in the session's one test home (`support.airflow_home`, loaded by t
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
 import threading
 from pathlib import Path
@@ -16,21 +14,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # ui_support
 
+from support.servers import environment  # noqa: E402
 from ui_support import PASSWORD, USER, chromium_path  # noqa: E402
-
-
-@contextlib.contextmanager
-def _env(values: dict[str, str]):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture
@@ -53,7 +38,7 @@ def airflow_api(airflow_db, tmp_path):
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__API_AUTH__JWT_SECRET": "rollouts-ui-test-secret-0123456789abcdef",
     }
-    with _env(settings):
+    with environment(settings):
         from airflow.api_fastapi.app import create_app, purge_cached_app
 
         purge_cached_app()

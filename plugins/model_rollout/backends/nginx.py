@@ -40,6 +40,7 @@ from model_rollout.backends.endpoints import (
 from model_rollout.backends.router import TrafficRouter
 
 ROUTE_PATH = "/_model_rollout/routes"  # GET <ROUTE_PATH>/<model>: the generation nginx serves
+RELOAD_WAIT = 30.0  # s a reload waits for the old workers to finish their requests
 
 
 class NginxOptions(BaseModel):
@@ -64,6 +65,7 @@ def main_config(state_dir: str | Path, listen: str) -> str:
 worker_processes 2;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
+worker_shutdown_timeout 20s;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
@@ -78,6 +80,27 @@ http {{
     }}
 }}
 """
+
+
+def _children(pid: int) -> set[int]:
+    """The master's worker processes (Linux /proc; empty where it cannot be read)."""
+    try:
+        return {int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except (OSError, ValueError):
+        return set()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a worker that exited but is not reaped yet is not serving
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _id(text: str) -> str:
@@ -261,15 +284,22 @@ class NginxRouter(TrafficRouter):
         return "" if r.returncode == 0 else (r.stderr or r.stdout).strip()[-1000:]
 
     def _reload(self) -> None:
-        """SIGHUP to the master: a graceful reload."""
+        """SIGHUP to the master: a graceful reload. Returns once the workers that served the
+        old config have exited (or after RELOAD_WAIT s): until then a new connection may
+        still land on one of them and be answered by the old route."""
         try:
             pid = int(self.pid_file.read_text().strip())
+            old = _children(pid)
             os.kill(pid, signal.SIGHUP)
         except (FileNotFoundError, ValueError, ProcessLookupError) as e:
             raise TrafficError(
                 f"nginx is not running (master pid from {self.pid_file}: {e}); the route is "
                 "written and takes effect when it starts"
             ) from None
+        deadline = time.monotonic() + RELOAD_WAIT
+        while old and time.monotonic() < deadline:
+            old = {p for p in old if _running(p)}
+            time.sleep(0.02)
 
     # --- readiness ------------------------------------------------------------------------
     def _served_generation(self, model: str) -> int | None:

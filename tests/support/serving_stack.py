@@ -16,8 +16,8 @@ import subprocess
 from pathlib import Path
 
 from model_rollout.backends.endpoints import Endpoints
-from model_rollout.backends.mlserver import stop_server
 from model_rollout.backends.nginx import ROUTE_PATH, main_config
+from model_rollout.backends.processes import stop_group
 
 from .prometheus import PrometheusProcess
 from .servers import free_port, stop_process, wait_http
@@ -109,7 +109,7 @@ class ServingStack:
         for model in eps.models():
             for entry in eps.of(model).values():
                 with contextlib.suppress(Exception):
-                    stop_server(entry.get("pid"))
+                    stop_group(entry.get("pid"))
         if self.prometheus is not None:
             self.prometheus.stop()
         if self.nginx is not None:

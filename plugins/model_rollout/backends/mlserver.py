@@ -13,11 +13,9 @@ names its executable.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -37,6 +35,7 @@ from model_rollout.backends.endpoints import (
     stack_settings,
     write_atomic,
 )
+from model_rollout.backends.processes import running, stop_group
 
 RUNTIME = "mlserver_mlflow.MLflowRuntime"
 
@@ -58,36 +57,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a child of this process that exited stays a zombie until reaped
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(int(pid), os.WNOHANG)
-        if done:
-            return False
-    return True
-
-
-def stop_server(pid: int | None, grace: float = 10.0) -> None:
-    """TERM a server's process group, KILL it after `grace` seconds (a no-op when gone)."""
-    if not _alive(pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(int(pid), signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(int(pid), signal.SIGKILL)
 
 
 def _log_tail(path: Path, lines: int = 8) -> str:
@@ -146,12 +115,12 @@ class MLServerDeployer(Deployer):
             raise TrafficError("the MLServer deployer starts its own servers (no upstream URLs)")
         with file_lock(self.state_dir / "locks" / f"{model}.{version}.lock"):
             entry = self.endpoints.get(model, version)
-            if entry and _alive(entry.get("pid")) and self._ready(entry):
+            if entry and running(entry.get("pid")) and self._ready(entry):
                 if entry.get("status") != "loaded":
                     self.endpoints.put(model, version, **{**entry, "status": "loaded"})
                 return
             if entry:  # a server that died (machine restart, crash): start it again
-                stop_server(entry.get("pid"))
+                stop_group(entry.get("pid"))
             folder = self._dir(model, version)
             self._fetch(model, version, uri or f"models:/{model}/{version}", folder)
             self._start(model, version, folder)
@@ -244,7 +213,7 @@ class MLServerDeployer(Deployer):
         deadline = time.monotonic() + self.options.load_timeout
         while not self._ready(entry):
             if proc.poll() is not None or time.monotonic() > deadline:
-                stop_server(proc.pid)
+                stop_group(proc.pid)
                 self.endpoints.put(model, version, **{**entry, "status": "failed", "url": ""})
                 why = "exited" if proc.returncode is not None else "timed out loading"
                 raise TrafficError(
@@ -271,7 +240,7 @@ class MLServerDeployer(Deployer):
         with file_lock(self.state_dir / "locks" / f"{model}.{version}.lock"):
             entry = self.endpoints.get(model, version)
             if entry:
-                stop_server(entry.get("pid"))
+                stop_group(entry.get("pid"))
             self.endpoints.remove(model, version)
             shutil.rmtree(self._dir(model, version), ignore_errors=True)
 

@@ -37,6 +37,7 @@ from model_rollout.backends.endpoints import (
     stack_settings,
     write_atomic,
 )
+from model_rollout.backends.processes import children, running
 from model_rollout.backends.router import TrafficRouter
 
 ROUTE_PATH = "/_model_rollout/routes"  # GET <ROUTE_PATH>/<model>: the generation nginx serves
@@ -80,27 +81,6 @@ http {{
     }}
 }}
 """
-
-
-def _children(pid: int) -> set[int]:
-    """The master's worker processes (Linux /proc; empty where it cannot be read)."""
-    try:
-        return {int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
-    except (OSError, ValueError):
-        return set()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a worker that exited but is not reaped yet is not serving
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _id(text: str) -> str:
@@ -289,7 +269,7 @@ class NginxRouter(TrafficRouter):
         still land on one of them and be answered by the old route."""
         try:
             pid = int(self.pid_file.read_text().strip())
-            old = _children(pid)
+            old = children(pid)
             os.kill(pid, signal.SIGHUP)
         except (FileNotFoundError, ValueError, ProcessLookupError) as e:
             raise TrafficError(
@@ -298,7 +278,7 @@ class NginxRouter(TrafficRouter):
             ) from None
         deadline = time.monotonic() + RELOAD_WAIT
         while old and time.monotonic() < deadline:
-            old = {p for p in old if _running(p)}
+            old = {p for p in old if running(p)}
             time.sleep(0.02)
 
     # --- readiness ------------------------------------------------------------------------

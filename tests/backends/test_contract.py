@@ -100,6 +100,19 @@ def nginx_stack(tmp_path_factory):
     s.stop()
 
 
+def http_play(front_door: str, model: str) -> Callable[[int], None]:
+    """Send n live requests of `model` through a front door (the gateway, nginx)."""
+    http = requests.Session()
+
+    def play(n: int) -> None:
+        for i in range(n):
+            body = scoring_payload([ROWS[i % len(ROWS)]])
+            r = http.post(f"{front_door}/models/{model}/invocations", json=body, timeout=30)
+            assert r.status_code == 200, r.text
+
+    return play
+
+
 def open_stack(name: str, request, monkeypatch, model_uri) -> Stack:
     """An implementation opened by name through the entry points like a policy does;
     "prometheus" is the gateway's router and deployer judged from Prometheus, "nginx" the
@@ -109,14 +122,6 @@ def open_stack(name: str, request, monkeypatch, model_uri) -> Stack:
         for k, v in ns.env().items():
             monkeypatch.setenv(k, v)
         model = f"{request.node.originalname.removeprefix('test_')}_{name}"[:100]
-        http = requests.Session()
-
-        def play(n: int) -> None:
-            for i in range(n):
-                body = scoring_payload([ROWS[i % len(ROWS)]])
-                r = http.post(f"{ns.url}/models/{model}/invocations", json=body, timeout=30)
-                assert r.status_code == 200, r.text
-
         deployer = catalog.open_backend("deployer", "mlserver")
         # one MLServer per version: stop this test's servers when it ends
         request.addfinalizer(lambda: [deployer.retire(model, v) for v in ("1", "2")])
@@ -129,7 +134,7 @@ def open_stack(name: str, request, monkeypatch, model_uri) -> Stack:
                 "metrics", "prometheus", None, {"preset": "mlserver", "scrape_interval": 1}
             ),
             model_uri,
-            play,
+            http_play(ns.url, model),
             (FIRST_SCRAPE_WINDOW + 1) * 1.0,
         )
     if name in ("gateway", "prometheus"):
@@ -137,13 +142,7 @@ def open_stack(name: str, request, monkeypatch, model_uri) -> Stack:
         monkeypatch.setenv("MODEL_GATEWAY_URL", g.url)
         monkeypatch.setenv("MODEL_GATEWAY_TOKEN", g.token)
         model = f"{request.node.originalname.removeprefix('test_')}_{name}"  # fresh per test
-        http = requests.Session()
-
-        def play(n: int) -> None:
-            for i in range(n):
-                body = scoring_payload([ROWS[i % len(ROWS)]])
-                r = http.post(f"{g.url}/models/{model}/invocations", json=body, timeout=30)
-                assert r.status_code == 200, r.text
+        play = http_play(g.url, model)
 
         conn, uri, serving = "model_gateway_default", model_uri, "gateway"
         if name == "prometheus":
